@@ -1,0 +1,147 @@
+"""The one configuration of a run: every knob, with the paper's values as defaults where it gives them."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .interactions import DataError
+
+METHODS = ("fse", "sam", "darts", "autoemb", "fixed-2", "fixed-16", "fixed-128")
+BILEVEL = ("darts", "autoemb")  # Theta trained on validation data by the bilevel step
+SELECTING = ("sam", "darts", "autoemb")  # the AutoEmb architecture: N spaces and selection weights
+
+
+@dataclass
+class Config:
+    """A run. Defaults follow the paper (§3.2) and ``shared/design-notes.md``; where the paper is silent
+    the default was chosen by a measurement recorded in the README."""
+
+    # data and protocol (§2.5, §3.1)
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    max_interactions: int | None = None
+    task: str = "regression"  # regression: MSE on sigmoid vs rating > 3.5; classification: CE over 5 classes
+    method: str = "autoemb"
+    batch_size: int = 500
+    offline_fraction: float = 0.7
+    seed: int = 0
+    device: str = "auto"  # cpu, cuda or auto
+
+    # model (§2.2-2.4, §3.2)
+    dims: tuple[int, ...] = (2, 16, 128)
+    hidden: tuple[int, ...] = (512, 512)
+    controller_hidden: tuple[int, ...] = (512, 512)
+    popularity_buckets: int = 34  # one-hot of min(floor(log2(1 + popularity)), buckets - 1)
+    shared_batchnorm: bool = False  # one BatchNorm for all spaces (ESAPN) instead of one per space
+    selection: str = "mean"  # eq. 7: (1/N) sum_n alpha_n e_n; "sum" drops the 1/N
+    embedding_init_std: float = 0.1
+
+    # optimisation
+    optimizer: str = "adam"  # adam (row-wise lazy Adam for tables) or sgd
+    lr: float = 1e-3  # DLRS parameters W, embedding tables included
+    controller_lr: float = 1e-4  # Theta: controllers (autoemb, sam) or logits (darts)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    xi: float | None = None  # virtual step size of eq. 9; None: = lr; 0: first-order
+    hypergradient: str = "exact"  # exact (double backprop) or finite-difference (DARTS, at the original W)
+    validation: str = "uniform"  # uniform over all past interactions, or previous (the previous batch)
+    validation_size: int | None = None  # None: batch_size
+    predict_batchnorm: str = "running"  # BatchNorm statistics used to predict a batch: running or batch
+
+    # bookkeeping
+    record_alpha_every: int = 10  # record selection weights every this many batches
+    progress: bool = True
+    results_dir: str = "results"
+    params_file: str | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.dims = tuple(int(d) for d in self.dims)
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.controller_hidden = tuple(int(h) for h in self.controller_hidden)
+        self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        self.validate()
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        """Width of each embedding table row."""
+        if self.method.startswith("fixed-"):
+            return int(self.method.split("-")[1])
+        return sum(self.dims)
+
+    @property
+    def selecting(self) -> bool:
+        return self.method in SELECTING
+
+    @property
+    def bilevel(self) -> bool:
+        return self.method in BILEVEL
+
+    @property
+    def controller_features(self) -> int:
+        return self.popularity_buckets + len(self.dims) + 1
+
+    @property
+    def virtual_lr(self) -> float:
+        return self.lr if self.xi is None else self.xi
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task == "regression" else 5
+
+    # -- checks and I/O -------------------------------------------------------------------------
+    def validate(self) -> None:
+        choices = {"task": ("regression", "classification"), "method": METHODS, "device": ("cpu", "cuda", "auto"),
+                   "selection": ("mean", "sum"), "optimizer": ("adam", "sgd"),
+                   "hypergradient": ("exact", "finite-difference"), "validation": ("uniform", "previous"),
+                   "predict_batchnorm": ("running", "batch")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise DataError(f"{name}={getattr(self, name)!r} is not valid", self.params_file,
+                                hint=f"choose one of {', '.join(allowed)}")
+        positive = ["batch_size", "lr", "controller_lr", "popularity_buckets", "record_alpha_every",
+                    "embedding_init_std"]
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise DataError(f"{name} must be > 0, got {getattr(self, name)!r}", self.params_file)
+        if not self.dims or sorted(self.dims) != list(self.dims) or min(self.dims) < 1:
+            raise DataError(f"dims must be increasing positive sizes, got {self.dims}", self.params_file)
+        if not 0 < self.offline_fraction < 1:
+            raise DataError(f"offline_fraction must be in (0, 1), got {self.offline_fraction}", self.params_file)
+        if self.xi is not None and self.xi < 0:
+            raise DataError(f"xi must be >= 0 (0 = first order), got {self.xi}", self.params_file)
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self) if f.name != "params_file"}
+
+    @classmethod
+    def from_dict(cls, values: dict, source=None) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)} - {"params_file"}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise DataError(f"unknown setting(s) {unknown}", source, hint="valid settings: " + ", ".join(sorted(names)))
+        try:
+            return cls(**values, params_file=str(source) if source else None)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"bad setting: {exc}", source) from None
+
+    @classmethod
+    def from_yaml(cls, path, **overrides) -> "Config":
+        """Settings from a YAML file under ``params/``, then ``overrides`` (None values are ignored)."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"no such params file: {path}", hint="see the files under params/")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DataError(f"not valid YAML: {exc}", path) from None
+        if not isinstance(values, dict):
+            raise DataError("expected a mapping of setting: value", path)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values, path)

@@ -1,0 +1,361 @@
+"""The streaming trainer: evaluate-then-train over chronological mini-batches (paper §2.5, Algorithm 1).
+
+One mechanism serves every method; they differ only in how selection weights are produced (none, a
+controller, or free logits) and how Theta is updated (never, jointly with W on the training batch, or by
+the bilevel step on a validation batch sampled from the past). Per batch:
+
+1. sample a validation batch from past interactions;
+2. update Theta by descending grad_Theta L_val(W - xi grad_W L_train(W, Theta), Theta), where L_train is the
+   loss of the last batch W trained on (the new batch is not seen before it is evaluated);
+3. compute the new batch's selection weights; 4. predict it and record the metrics;
+5. update W on it; 6. update the popularity and context tables.
+
+Every part touches only the embedding rows its batches use.
+"""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from .atomic import atomic_write, write_json_atomic
+from .config import Config
+from .data import load_dataset
+from .interactions import Interactions, binary_label, class_label
+from .model import DLRS, SIDES, Controller, SparseRows, controller_features, loss_and_correct
+from .stream import make_batches, sample_validation
+
+
+@dataclass
+class View:
+    """Stream positions with their unique ids: every per-id computation runs once per unique id."""
+
+    ids: dict  # side -> unique ids (tensor)
+    inverse: dict  # side -> per-sample index into ids
+    target: torch.Tensor
+
+    def part(self, lo: int, hi: int) -> "View":
+        return View(self.ids, {s: v[lo:hi] for s, v in self.inverse.items()}, self.target[lo:hi])
+
+
+@dataclass
+class Step:
+    """One processed batch: its view, the ids' popularity before it, per-sample loss and correctness,
+    and the selection weights per unique id."""
+
+    view: View
+    popularity: dict
+    loss: torch.Tensor
+    correct: torch.Tensor
+    weights: dict
+
+    def alpha_records(self, index: int, seen: int, dims) -> pd.DataFrame:
+        frames = []
+        for s in SIDES:
+            record = {"batch": index, "seen": seen, "side": s, "id": self.view.ids[s].cpu().numpy(),
+                      "popularity": self.popularity[s].cpu().numpy()}
+            for n, d in enumerate(dims):
+                record[f"w{d}"] = self.weights[s][:, n].float().cpu().numpy()
+            frames.append(pd.DataFrame(record))
+        return pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: per-batch metrics, per-sample online records, selection weights, summary."""
+
+    config: dict
+    summary: dict
+    batches: pd.DataFrame
+    samples: pd.DataFrame
+    alphas: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def save(self, folder) -> Path:
+        """Write summary.json, batches.csv, samples.parquet and alphas.parquet atomically."""
+        folder = Path(folder)
+        for name, frame in (("samples.parquet", self.samples), ("alphas.parquet", self.alphas)):
+            with atomic_write(folder / name) as f:
+                frame.to_parquet(f, index=False)
+        with atomic_write(folder / "batches.csv", "w") as f:
+            self.batches.to_csv(f, index=False)
+        write_json_atomic(folder / "summary.json", self.summary)
+        return folder
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+class StreamingTrainer:
+    """Holds W (tables + DLRS), Theta, and the per-id popularity and context tables of one run."""
+
+    def __init__(self, data: Interactions, cfg: Config, dtype: torch.dtype = torch.float32):
+        self.cfg, self.data = cfg, data
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        dev, n_spaces = self.device, len(cfg.dims)
+        sizes = {"user": data.n_users, "item": data.n_items}
+        self.tables = {s: SparseRows(sizes[s], cfg.width, cfg, cfg.lr, cfg.embedding_init_std, generator, dev, dtype)
+                       for s in SIDES}
+        self.dlrs = DLRS(cfg).to(dev, dtype)
+        self.dlrs_opt = self._optimizer(self.dlrs.parameters(), cfg.lr)
+        self.controllers = self.logits = None
+        if cfg.method in ("sam", "autoemb"):
+            self.controllers = torch.nn.ModuleDict({s: Controller(cfg) for s in SIDES}).to(dev, dtype)
+            self.controller_opt = self._optimizer(self.controllers.parameters(), cfg.controller_lr)
+        elif cfg.method == "darts":  # zero logits: uniform weights until trained
+            self.logits = {s: SparseRows(sizes[s], n_spaces, cfg, cfg.controller_lr, 0.0, generator, dev, dtype)
+                           for s in SIDES}
+        self.popularity = {s: torch.zeros(sizes[s], dtype=torch.int64, device=dev) for s in SIDES}
+        self.last_weights = {s: torch.full((sizes[s], n_spaces), 1.0 / n_spaces, dtype=dtype, device=dev)
+                             for s in SIDES}
+        self.last_loss = {s: torch.zeros(sizes[s], dtype=dtype, device=dev) for s in SIDES}
+        label = binary_label(data.rating) if cfg.task == "regression" else class_label(data.rating)
+        self.stream = {"user": torch.as_tensor(data.user, device=dev), "item": torch.as_tensor(data.item, device=dev),
+                       "target": torch.as_tensor(label, device=dev).to(dtype if cfg.task == "regression" else torch.int64)}
+        self.batches = make_batches(len(data), cfg.batch_size, cfg.offline_fraction)
+        self.previous: torch.Tensor | None = None  # positions W last trained on
+
+    def _optimizer(self, params, lr):
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, betas=self.cfg.adam_betas, eps=self.cfg.adam_eps)
+        return torch.optim.SGD(params, lr=lr)
+
+    # -- building blocks ------------------------------------------------------------------------
+    def view(self, positions: torch.Tensor) -> View:
+        ids, inverse = {}, {}
+        for s in SIDES:
+            ids[s], inverse[s] = torch.unique(self.stream[s][positions], return_inverse=True)
+        return View(ids, inverse, self.stream["target"][positions])
+
+    def theta(self, view: View) -> dict:
+        """Theta's leaves for this view: the controllers' parameters, or the gathered logit rows."""
+        if self.controllers is not None:
+            return dict(self.controllers.named_parameters())
+        if self.logits is not None:
+            return {s: self.logits[s].gather(view.ids[s]) for s in SIDES}
+        return {}
+
+    def selection(self, view: View, theta: dict) -> dict:
+        """Selection weights per unique id and side, [n_ids, N], or None for fse / fixed-d."""
+        if self.controllers is not None:
+            return {s: self.controllers[s](self.features(s, view.ids[s])) for s in SIDES}
+        if self.logits is not None:
+            return {s: torch.softmax(theta[s], dim=1) for s in SIDES}
+        return {s: None for s in SIDES}
+
+    def features(self, side: str, ids: torch.Tensor) -> torch.Tensor:
+        return controller_features(self.popularity[side][ids], self.last_weights[side][ids],
+                                   self.last_loss[side][ids], self.cfg.popularity_buckets)
+
+    def w_leaves(self, view: View) -> dict:
+        """W's leaves for this view: the gathered table rows and the dense DLRS parameters."""
+        return {**{f"{s}_rows": self.tables[s].gather(view.ids[s]) for s in SIDES}, **dict(self.dlrs.named_parameters())}
+
+    def outputs(self, w: dict, weights: dict, view: View, bn_mode: str) -> torch.Tensor:
+        """The model's outputs for ``view`` under parameters ``w`` (table rows + dense DLRS)."""
+        dense = {k: v for k, v in w.items() if not k.endswith("_rows")}
+        rows = [w[f"{s}_rows"][view.inverse[s]] for s in SIDES]
+        mix = [None if weights[s] is None else weights[s][view.inverse[s]] for s in SIDES]
+        return functional_call(self.dlrs, dense, (*rows, *mix, bn_mode))
+
+    def loss(self, w: dict, weights: dict, view: View, bn_mode: str) -> torch.Tensor:
+        """Mean loss of ``view`` under parameters ``w``."""
+        return loss_and_correct(self.outputs(w, weights, view, bn_mode), view.target, self.cfg.task)[0].mean()
+
+    # -- Theta ----------------------------------------------------------------------------------
+    def hypergradient(self, view: View, n_train: int) -> dict:
+        """grad_Theta L_val(W - xi grad_W L_train(W, Theta), Theta); ``view`` holds the training part
+        (the first ``n_train`` positions) and then the validation part."""
+        cfg, xi = self.cfg, self.cfg.virtual_lr
+        train, val = view.part(0, n_train), view.part(n_train, len(view.target))
+        theta = self.theta(view)
+        w = self.w_leaves(view)
+        weights = self.selection(view, theta)
+        if xi == 0:  # first order: L_val(W, Theta)
+            return dict(zip(theta, torch.autograd.grad(self.loss(w, weights, val, "batch"), list(theta.values()))))
+        exact = cfg.hypergradient == "exact"
+        l_train = self.loss(w, weights, train, "batch")
+        g_w = torch.autograd.grad(l_train, list(w.values()), create_graph=exact, allow_unused=True)
+        g_w = [torch.zeros_like(p) if g is None else g for p, g in zip(w.values(), g_w)]
+        if exact:  # double backpropagation through the virtual step
+            unrolled = {k: p - xi * g for (k, p), g in zip(w.items(), g_w)}
+            l_val = self.loss(unrolled, weights, val, "batch")
+            return dict(zip(theta, torch.autograd.grad(l_val, list(theta.values()), allow_unused=True)))
+        # DARTS' central finite difference of the mixed second derivative, at the original W
+        unrolled = {k: (p - xi * g).detach().requires_grad_(True) for (k, p), g in zip(w.items(), g_w)}
+        weights = self.selection(view, theta)
+        l_val = self.loss(unrolled, weights, val, "batch")
+        grads = torch.autograd.grad(l_val, [*theta.values(), *unrolled.values()], allow_unused=True)
+        direct, v = grads[:len(theta)], grads[len(theta):]
+        v = [torch.zeros_like(p) if g is None else g for p, g in zip(w.values(), v)]
+        eps = 0.01 / torch.sqrt(sum((g * g).sum() for g in v)).clamp_min(1e-12)
+        mixed = []
+        for sign in (1.0, -1.0):
+            shifted = {k: (p + sign * eps * g).detach() for (k, p), g in zip(w.items(), v)}
+            loss = self.loss(shifted, self.selection(view, theta), train, "batch")
+            mixed.append(torch.autograd.grad(loss, list(theta.values()), allow_unused=True))
+        return {k: _add(d, None if p is None else -xi * (p - m) / (2 * eps))
+                for k, d, p, m in zip(theta, direct, *mixed)}
+
+    def update_theta(self, view: View, grads: dict) -> None:
+        if self.controllers is not None:
+            for name, p in self.controllers.named_parameters():
+                p.grad = grads.get(name)
+            self.controller_opt.step()
+            self.controller_opt.zero_grad(set_to_none=True)
+        else:
+            for s in SIDES:
+                if grads[s] is not None:
+                    self.logits[s].update(view.ids[s], grads[s])
+
+    def bilevel_step(self, index: int) -> None:
+        cfg = self.cfg
+        val = sample_validation(self.rng, self.batches, index, cfg.validation_size or cfg.batch_size, cfg.validation)
+        if self.previous is None or len(val) == 0:
+            return
+        positions = torch.cat([self.previous, torch.as_tensor(val, device=self.device)])
+        view = self.view(positions)
+        self.update_theta(view, self.hypergradient(view, len(self.previous)))
+
+    # -- W --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def scores(self, view: View):
+        """The model's outputs for ``view`` with the current parameters, and the weights used."""
+        weights = self.selection(view, self.theta(view))
+        w = {**{f"{s}_rows": self.tables[s].weight[view.ids[s]] for s in SIDES}, **dict(self.dlrs.named_parameters())}
+        return self.outputs(w, weights, view, self.cfg.predict_batchnorm), weights
+
+    def train_w(self, view: View, weights: dict) -> None:
+        """One step on W (and, for sam only, on the controllers) with the batch's training loss."""
+        sam = self.cfg.method == "sam"
+        if sam:
+            weights = self.selection(view, {})
+        w = self.w_leaves(view)
+        loss = self.loss(w, weights, view, "train")
+        extra = list(self.controllers.parameters()) if sam else []
+        grads = torch.autograd.grad(loss, [*w.values(), *extra], allow_unused=True)
+        for s, g in zip(SIDES, grads[:2]):
+            self.tables[s].update(view.ids[s], g)
+        for p, g in zip([*list(w.values())[2:], *extra], grads[2:]):
+            p.grad = g
+        self.dlrs_opt.step()
+        self.dlrs_opt.zero_grad(set_to_none=True)
+        if sam:
+            self.controller_opt.step()
+            self.controller_opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def update_tables(self, view: View, loss: torch.Tensor, weights: dict) -> None:
+        """Popularity counts, and each id's last selection weights and mean loss in this batch."""
+        for s in SIDES:
+            ids, inverse = view.ids[s], view.inverse[s]
+            counts = torch.bincount(inverse, minlength=len(ids))
+            self.popularity[s].index_add_(0, ids, counts)
+            summed = torch.zeros(len(ids), dtype=loss.dtype, device=loss.device).index_add_(0, inverse, loss)
+            self.last_loss[s][ids] = summed / counts
+            if weights[s] is not None:
+                self.last_weights[s][ids] = weights[s].to(self.last_weights[s].dtype)
+
+    # -- the stream -----------------------------------------------------------------------------
+    def step(self, index: int, start: int, stop: int) -> "Step":
+        """Algorithm 1 for one incoming batch."""
+        if self.cfg.bilevel:
+            self.bilevel_step(index)
+        positions = torch.arange(start, stop, device=self.device)
+        view = self.view(positions)
+        popularity = {s: self.popularity[s][view.ids[s]] for s in SIDES}
+        logits, weights = self.scores(view)
+        loss, correct = loss_and_correct(logits, view.target, self.cfg.task)
+        self.train_w(view, weights)
+        self.update_tables(view, loss, weights)
+        self.previous = positions
+        return Step(view, popularity, loss, correct, weights)
+
+    def run(self) -> RunResult:
+        cfg, batches = self.cfg, self.batches
+        n_online = len(self.data) - batches.split
+        online = {k: np.empty(n_online, dtype=t) for k, t in
+                  (("user_popularity", np.int64), ("item_popularity", np.int64), ("loss", np.float32), ("correct", bool))}
+        rows, alphas = [], []
+        bar = tqdm(total=len(self.data), disable=not cfg.progress, unit="int", desc=cfg.method, mininterval=1.0)
+        began = time.perf_counter()
+        for index, (start, stop, is_online) in enumerate(batches):
+            t0 = time.perf_counter()
+            out = self.step(index, start, stop)
+            loss_mean, accuracy = float(out.loss.mean()), float(out.correct.float().mean())
+            rows.append((index, "online" if is_online else "offline", stop, stop - start, loss_mean, accuracy,
+                         time.perf_counter() - t0))
+            if is_online:
+                part = slice(start - batches.split, stop - batches.split)
+                for s in SIDES:
+                    online[f"{s}_popularity"][part] = out.popularity[s][out.view.inverse[s]].cpu().numpy()
+                online["loss"][part] = out.loss.cpu().numpy()
+                online["correct"][part] = out.correct.cpu().numpy()
+            if out.weights["user"] is not None and index % cfg.record_alpha_every == 0:
+                alphas.append(out.alpha_records(index, stop, cfg.dims))
+            bar.update(stop - start)
+            if index % 20 == 0:
+                bar.set_postfix(loss=f"{loss_mean:.4f}", acc=f"{accuracy:.3f}")
+        bar.close()
+        seconds = time.perf_counter() - began
+        frame = pd.DataFrame(rows, columns=["batch", "stage", "seen", "size", "loss", "accuracy", "seconds"])
+        return RunResult(cfg.to_dict(), self._summary(frame, seconds), frame, pd.DataFrame(online),
+                         pd.concat(alphas, ignore_index=True) if alphas else pd.DataFrame())
+
+    def _summary(self, frame: pd.DataFrame, seconds: float) -> dict:
+        summary = {"method": self.cfg.method, "task": self.cfg.task, "dataset": self.data.name, "seed": self.cfg.seed}
+        for stage in ("offline", "online"):
+            part = frame[frame.stage == stage]
+            size = part["size"].sum()
+            summary[f"{stage}_loss"] = float((part.loss * part["size"]).sum() / size) if size else float("nan")
+            summary[f"{stage}_accuracy"] = float((part.accuracy * part["size"]).sum() / size) if size else float("nan")
+        summary.update(n_interactions=len(self.data), n_users=self.data.n_users, n_items=self.data.n_items,
+                       seconds=seconds, samples_per_second=len(self.data) / seconds, device=str(self.device),
+                       config=self.cfg.to_dict(), versions=versions())
+        return summary
+
+
+def _add(a, b):
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def versions() -> dict:
+    """Package versions and the git commit, saved beside every result."""
+    import pyarrow
+
+    from . import __version__
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"autoemb": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+            "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "pyarrow": pyarrow.__version__, "git_commit": commit}
+
+
+def run(cfg: Config, data: Interactions | None = None) -> RunResult:
+    """Load ``cfg.dataset`` (unless ``data`` is given) and stream it through ``cfg.method``."""
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, max_interactions=cfg.max_interactions)
+    elif cfg.max_interactions:
+        data = data.head(cfg.max_interactions)
+    return StreamingTrainer(data, cfg).run()
