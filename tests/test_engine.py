@@ -1,0 +1,279 @@
+"""The engine: hypergradients against numerical derivatives, what trains on what, causality, sparsity,
+the popularity and context tables, and every method end to end."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import autoemb_core as ae
+from autoemb_core.__main__ import main as cli
+from autoemb_core.config import Config
+from autoemb_core.model import SIDES, controller_features
+from autoemb_core.train import StreamingTrainer, run
+
+SMALL = dict(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return ae.load_dataset("synthetic-tiny")
+
+
+def small_trainer(data, method="autoemb", steps=3, dtype=torch.float64, **kw):
+    cfg = Config(method=method, **{**SMALL, **kw})
+    trainer = StreamingTrainer(data.head(400), cfg, dtype=dtype)
+    for index, (start, stop, _) in enumerate(trainer.batches):
+        if index == steps:
+            break
+        trainer.step(index, start, stop)
+    return trainer
+
+
+def bilevel_view(trainer, index=3):
+    val = ae.sample_validation(np.random.default_rng(5), trainer.batches, index, 20)
+    view = trainer.view(torch.cat([trainer.previous, torch.as_tensor(val)]))
+    return view, len(trainer.previous)
+
+
+def objective(trainer, view, n_train, xi):
+    """L_val(W - xi grad_W L_train(W, Theta), Theta), by forward passes and a first-order gradient only."""
+    train, val = view.part(0, n_train), view.part(n_train, len(view.target))
+    theta = trainer.theta(view)
+    w = trainer.w_leaves(view)
+    grads = torch.autograd.grad(trainer.loss(w, trainer.selection(view, theta), train, "batch"), list(w.values()),
+                                allow_unused=True)
+    unrolled = {k: p - xi * (0 if g is None else g) for (k, p), g in zip(w.items(), grads)}
+    return trainer.loss(unrolled, trainer.selection(view, theta), val, "batch").item()
+
+
+def shift_theta(trainer, view, direction, h):
+    """Move Theta by h * direction in place (controller parameters, or the viewed logit rows)."""
+    with torch.no_grad():
+        if trainer.controllers is not None:
+            for name, p in trainer.controllers.named_parameters():
+                p.add_(h * direction[name])
+        else:
+            for s in SIDES:
+                trainer.logits[s].weight[view.ids[s]] += h * direction[s]
+
+
+def numerical_directional(trainer, view, n_train, xi, direction, h=1e-5):
+    shift_theta(trainer, view, direction, h)
+    up = objective(trainer, view, n_train, xi)
+    shift_theta(trainer, view, direction, -2 * h)
+    down = objective(trainer, view, n_train, xi)
+    shift_theta(trainer, view, direction, h)
+    return (up - down) / (2 * h)
+
+
+def directional(grads, direction):
+    return sum(float((grads[k] * direction[k]).sum()) for k in direction if grads[k] is not None)
+
+
+@pytest.mark.parametrize("method", ["autoemb", "darts"])
+def test_second_order_hypergradient_matches_numerical_derivative(tiny, method):
+    xi = 0.5
+    trainer = small_trainer(tiny, method, xi=xi)
+    view, n_train = bilevel_view(trainer)
+    exact = trainer.hypergradient(view, n_train)
+    first_order = small_trainer(tiny, method, xi=0.0).hypergradient(view, n_train)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        direction = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in trainer.theta(view).items()}
+        numeric = numerical_directional(trainer, view, n_train, xi, direction)
+        assert directional(exact, direction) == pytest.approx(numeric, rel=1e-4, abs=1e-10)
+        # the second-order term matters here, so dropping it would fail the line above
+        assert abs(directional(first_order, direction) - numeric) > 1e-3 * abs(numeric)
+
+
+@pytest.mark.parametrize("method", ["autoemb", "darts"])
+def test_finite_difference_hypergradient_agrees_with_the_exact_one(tiny, method):
+    trainer = small_trainer(tiny, method, xi=0.5)
+    view, n_train = bilevel_view(trainer)
+    exact = trainer.hypergradient(view, n_train)
+    trainer.cfg.hypergradient = "finite-difference"
+    approx = trainer.hypergradient(view, n_train)
+    for k in exact:
+        torch.testing.assert_close(approx[k], exact[k], rtol=1e-4, atol=1e-7)
+
+
+def test_first_order_is_the_xi_zero_case(tiny):
+    trainer = small_trainer(tiny, "autoemb", xi=0.0)
+    view, n_train = bilevel_view(trainer)
+    hyper = trainer.hypergradient(view, n_train)
+    direction = {k: torch.ones_like(v) for k, v in trainer.theta(view).items()}
+    numeric = numerical_directional(trainer, view, n_train, 0.0, direction)
+    assert directional(hyper, direction) == pytest.approx(numeric, rel=1e-4)
+
+
+def snapshot(trainer):
+    state = {f"table.{s}.{k}": v.clone() for s in SIDES for k, v in trainer.tables[s].state().items()}
+    state.update({f"dlrs.{k}": v.clone() for k, v in trainer.dlrs.state_dict().items()})
+    if trainer.controllers is not None:
+        state.update({f"theta.{k}": v.clone() for k, v in trainer.controllers.state_dict().items()})
+    if trainer.logits is not None:
+        state.update({f"theta.{s}": trainer.logits[s].weight.clone() for s in SIDES})
+    return state
+
+
+def changed(before, after):
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+@pytest.mark.parametrize("method", ["autoemb", "darts"])
+def test_bilevel_step_moves_theta_only(tiny, method):
+    trainer = small_trainer(tiny, method, dtype=torch.float32)
+    before = snapshot(trainer)
+    trainer.bilevel_step(3)
+    moved = changed(before, snapshot(trainer))
+    assert moved and all(k.startswith("theta.") for k in moved), moved  # W never trains on validation data
+
+
+@pytest.mark.parametrize("method, theta_moves", [("autoemb", False), ("darts", False), ("sam", True)])
+def test_training_step_gives_theta_gradients_only_for_sam(tiny, method, theta_moves):
+    trainer = small_trainer(tiny, method, dtype=torch.float32)
+    view = trainer.view(torch.arange(60, 80))
+    _, weights = trainer.scores(view)
+    before = snapshot(trainer)
+    trainer.train_w(view, weights)
+    moved = changed(before, snapshot(trainer))
+    assert any(k.startswith("dlrs.") for k in moved)
+    assert any(k.startswith("theta.") for k in moved) == theta_moves
+
+
+@pytest.mark.parametrize("method", ["fse", "sam", "darts", "autoemb"])
+def test_batch_is_predicted_before_any_parameter_sees_it(tiny, method):
+    """Change the labels of batch 3 onwards: everything up to and including its prediction is identical."""
+    data = tiny.head(400)
+    flipped = copy.copy(data)
+    flipped.rating = data.rating.copy()
+    flipped.rating[60:] = 6 - flipped.rating[60:]
+    cfg = Config(method=method, **SMALL)
+    a, b = StreamingTrainer(data, cfg), StreamingTrainer(flipped, cfg)
+    for index in range(3):
+        a.step(index, index * 20, index * 20 + 20)
+        b.step(index, index * 20, index * 20 + 20)
+    if cfg.bilevel:
+        a.bilevel_step(3)
+        b.bilevel_step(3)
+    assert not changed(snapshot(a), snapshot(b))
+    view_a, view_b = a.view(torch.arange(60, 80)), b.view(torch.arange(60, 80))
+    assert not torch.equal(view_a.target, view_b.target)
+    torch.testing.assert_close(a.scores(view_a)[0], b.scores(view_b)[0], rtol=0, atol=0)
+    a.train_w(view_a, a.scores(view_a)[1])
+    b.train_w(view_b, b.scores(view_b)[1])
+    assert changed(snapshot(a), snapshot(b))  # and the labels do matter once it trains
+
+
+def test_validation_and_unrolled_batches_come_from_the_past(tiny):
+    trainer = small_trainer(tiny, "autoemb", steps=0, dtype=torch.float32)
+    seen = []
+    original = trainer.view
+    trainer.view = lambda positions: seen.append(positions.clone()) or original(positions)
+    for index, (start, stop, _) in enumerate(trainer.batches):
+        trainer.step(index, start, stop)
+        if index == 8:
+            break
+    starts = trainer.batches.start
+    bilevel = [p for p in seen if not torch.equal(p, torch.arange(int(p.min()), int(p.max()) + 1))]
+    assert len(bilevel) == 8  # one bilevel view per batch after the first
+    for index, positions in enumerate(bilevel, start=1):
+        assert int(positions.max()) < starts[index]
+
+
+@pytest.mark.parametrize("method", ["fse", "autoemb", "darts"])
+def test_a_step_touches_only_the_rows_its_batches_use(tiny, method):
+    trainer = small_trainer(tiny, method, dtype=torch.float32)
+    before = snapshot(trainer)
+    trainer.step(3, 60, 80)
+    used = {s: set(trainer.stream[s][:80].tolist()) for s in SIDES}  # this batch, the previous one, validation
+    current = {s: set(trainer.stream[s][60:80].tolist()) for s in SIDES}
+    after = snapshot(trainer)
+    for s in SIDES:
+        for key in ("weight", "m", "v", "steps"):
+            rows = torch.nonzero((before[f"table.{s}.{key}"] != after[f"table.{s}.{key}"]).reshape(len(before[f"table.{s}.{key}"]), -1).any(1)).flatten()
+            assert set(rows.tolist()) == current[s], (s, key)  # W trains on the new batch only
+        if method == "darts":
+            rows = torch.nonzero((before[f"theta.{s}"] != after[f"theta.{s}"]).any(1)).flatten()
+            assert rows.numel() and set(rows.tolist()) <= used[s]
+
+
+@pytest.mark.parametrize("method", ["sam", "darts", "autoemb"])
+def test_selection_weights_are_a_distribution(tiny, method):
+    trainer = small_trainer(tiny, method, dtype=torch.float32)
+    _, weights = trainer.scores(trainer.view(torch.arange(60, 80)))
+    for s in SIDES:
+        assert torch.all(weights[s] >= 0)
+        torch.testing.assert_close(weights[s].sum(1), torch.ones(len(weights[s])))
+
+
+def test_popularity_and_context_tables(tiny):
+    data = tiny.head(400)
+    trainer = StreamingTrainer(data, Config(method="autoemb", **SMALL))
+    expected = {s: ae.popularity_before_batch(getattr(data, s), trainer.batches) for s in SIDES}
+    for index, (start, stop, _) in enumerate(trainer.batches):
+        out = trainer.step(index, start, stop)
+        for s in SIDES:
+            assert out.popularity[s][out.view.inverse[s]].tolist() == expected[s][start:stop].tolist()
+            ids = out.view.ids[s]
+            mean_loss = [float(out.loss[out.view.inverse[s] == k].mean()) for k in range(len(ids))]
+            assert trainer.last_loss[s][ids].tolist() == pytest.approx(mean_loss, rel=1e-6)
+            assert torch.equal(trainer.last_weights[s][ids], out.weights[s])
+            assert torch.equal(trainer.popularity[s], torch.bincount(trainer.stream[s][:stop], minlength=len(trainer.popularity[s])))
+    never = torch.nonzero(trainer.popularity["user"] == 0).flatten()
+    assert torch.all(trainer.last_loss["user"][never] == 0) and torch.all(trainer.last_weights["user"][never] == 0.5)
+
+
+def test_controller_features_layout():
+    f = controller_features(torch.tensor([0, 1, 3, 10**12]), torch.full((4, 3), 1 / 3), torch.tensor([0.5, 0, 0, 1.0]), 34)
+    assert f.shape == (4, 38)
+    assert f[:, :34].argmax(1).tolist() == [0, 1, 2, 33] and f[:, :34].sum(1).tolist() == [1, 1, 1, 1]
+    assert f[0, 34:37].tolist() == pytest.approx([1 / 3] * 3) and f[:, 37].tolist() == [0.5, 0, 0, 1.0]
+
+
+@pytest.mark.parametrize("method", ["fse", "sam", "darts", "autoemb", "fixed-2", "fixed-16", "fixed-128"])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_every_method_runs_end_to_end(tiny, method, task):
+    result = run(Config(method=method, task=task, progress=False, max_interactions=4000), tiny)
+    s = result.summary
+    assert np.isfinite([s["online_loss"], s["offline_loss"], s["online_accuracy"], s["offline_accuracy"]]).all()
+    assert result.batches["size"].sum() == 4000 and len(result.samples) == 1200
+    assert 0 <= s["online_accuracy"] <= 1 and result.samples["loss"].notna().all()
+    assert (len(result.alphas) > 0) == (method in ("sam", "darts", "autoemb"))
+
+
+def test_same_seed_same_result_on_cpu(tiny):
+    cfg = Config(method="autoemb", progress=False, max_interactions=3000, seed=3)
+    a, b = run(cfg, tiny), run(cfg, tiny)
+    pd_equal = a.batches.drop(columns="seconds").equals(b.batches.drop(columns="seconds"))
+    assert pd_equal and a.samples.equals(b.samples) and a.alphas.equals(b.alphas)
+    c = run(Config(method="autoemb", progress=False, max_interactions=3000, seed=4), tiny)
+    assert not a.samples["loss"].equals(c.samples["loss"])
+
+
+def test_cli_run_writes_results(tmp_path, capsys):
+    assert cli(["run", "--dataset", "synthetic-tiny", "--method", "darts", "--max-interactions", "3000",
+                "--results-dir", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "online: loss" in out
+    (folder,) = tmp_path.iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    for key in ("online_loss", "online_accuracy", "offline_loss", "offline_accuracy", "n_interactions",
+                "samples_per_second", "method", "task", "dataset", "seed", "config", "versions"):
+        assert key in summary
+    assert summary["n_interactions"] == 3000 and summary["config"]["method"] == "darts"
+    assert (folder / "batches.csv").read_text().startswith("batch,stage,seen,size,loss,accuracy,seconds")
+
+
+def test_cli_bad_arguments_get_a_clear_message(tmp_path, capsys):
+    assert cli(["run", "--dataset", "nope", "--method", "fse"]) == 2
+    assert "valid names" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: -1\n")
+    assert cli(["run", "--params", str(bad), "--dataset", "synthetic-tiny"]) == 2
+    assert "lr must be > 0" in capsys.readouterr().err
+    bad.write_text("learning_rate: 0.1\n")
+    assert cli(["run", "--params", str(bad)]) == 2
+    assert "unknown setting" in capsys.readouterr().err
