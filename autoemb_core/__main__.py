@@ -1,15 +1,15 @@
-"""Command line: ``python -m autoemb_core {summary,download,demo} ...``."""
+"""Command line: ``python -m autoemb_core {run,compare,demo,summary,download} ...``."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from .data import dataset_names, load_dataset
-from .interactions import DataError
-from .atomic import write_json_atomic
 from .config import METHODS, Config
+from .data import dataset_names, load_dataset
+from .experiments import COMPARED, compare, overall_table, save_table
+from .interactions import DataError
+from .train import run
 
 
 def _summary(args) -> dict:
@@ -26,7 +26,6 @@ def _download(args) -> None:
 
 
 def _run(args) -> dict:
-    from .train import run
     overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "method", "task", "seed", "max_interactions",
                                                "results_dir", "device")}
     overrides["progress"] = not args.no_progress
@@ -42,13 +41,24 @@ def _run(args) -> dict:
     return s
 
 
+def _compare(args) -> None:
+    base = Config.from_yaml(args.params) if args.params else Config()
+    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device") if getattr(args, k) is not None}
+    base = Config.from_dict({**base.to_dict(), **overrides, "progress": not args.no_progress})
+    folder = Path(args.results_dir)
+    runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
+    table = overall_table(runs)
+    save_table(runs, folder, "runs")
+    save_table(table, folder, "overall")
+    print(table.to_markdown(index=False, floatfmt=".4f"))
+    print(f"wrote {folder}")
+
+
 def _demo(args) -> None:
-    """The built-in study on the synthetic stream; for now a data summary of it."""
-    args.dataset, args.data_dir, args.max_interactions = "synthetic", None, None
-    summary = _summary(args)
-    out = Path(args.results_dir) / "synthetic_summary.json"
-    write_json_atomic(out, summary)
-    print(f"wrote {out}")
+    """The overall comparison of the four methods on the built-in synthetic stream."""
+    args.dataset = args.data_dir = args.max_interactions = args.device = args.params = None
+    args.methods, args.tasks, args.seeds = list(COMPARED), ["regression"], [0]
+    _compare(args)
 
 
 def main(argv=None) -> int:
@@ -75,8 +85,21 @@ def main(argv=None) -> int:
     p.add_argument("name")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_download)
-    p = sub.add_parser("demo", help="run the built-in study on the synthetic stream")
+    p = sub.add_parser("compare", help="the overall comparison (Table 2): methods x tasks x seeds")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--methods", nargs="+", default=list(COMPARED), choices=METHODS)
+    p.add_argument("--tasks", nargs="+", default=["regression"], choices=["regression", "classification"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
+    p.add_argument("--params", default=None)
+    p.add_argument("--results-dir", default="results/compare")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_compare)
+    p = sub.add_parser("demo", help="the four-method comparison on the built-in synthetic stream")
     p.add_argument("--results-dir", default="results/demo")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     try:
