@@ -105,19 +105,39 @@ def class_label(rating: np.ndarray, n_classes: int = 5) -> np.ndarray:
 
 def first_appearance_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``0..n-1`` numbered in order of first appearance, and the raw id of each code."""
-    uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")  # code -> unique position
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return rank[inverse.reshape(-1)].astype(np.int64), uniques[order]
+    ids = np.asarray(ids)
+    n = len(ids)
+    if ids.dtype.kind not in "iu" or n == 0 or ids.min() < 0 or ids.max() >= max(4 * n, 1 << 20):
+        uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        dense = inverse.reshape(-1)
+    else:  # O(n) for non-negative integer ids of moderate range: no sort of the stream
+        present = np.zeros(int(ids.max()) + 1, dtype=bool)
+        present[ids] = True
+        uniques = np.flatnonzero(present)
+        dense = (np.cumsum(present) - 1)[ids]  # rank among the sorted unique ids
+        first = np.full(len(uniques), n, dtype=np.int64)
+        np.minimum.at(first, dense, np.arange(n, dtype=np.int64))
+    order = np.argsort(first)  # code -> sorted-unique rank
+    code = np.empty_like(order)
+    code[order] = np.arange(len(order))
+    return code[dense].astype(np.int64), uniques[order]
+
+
+def chronological_order(timestamp: np.ndarray):
+    """A stable sort of the timestamps: ``slice(None)`` when already sorted."""
+    n = len(timestamp)
+    if n < 2 or np.all(timestamp[1:] >= timestamp[:-1]):
+        return slice(None)
+    span = int(timestamp.max()) - int(timestamp.min())
+    if span < np.iinfo(np.int64).max // max(n, 1) - 1:  # ties broken by position: a plain sort is stable
+        return np.argsort((timestamp - timestamp.min()) * n + np.arange(n))
+    return np.argsort(timestamp, kind="stable")
 
 
 def from_arrays(user, item, rating, timestamp, name: str, meta: dict | None = None) -> Interactions:
     """Sort raw columns chronologically (stable on ties) and remap ids by first appearance."""
     timestamp = np.asarray(timestamp, dtype=np.int64)
-    order = np.argsort(timestamp, kind="stable")
-    if np.all(order == np.arange(len(order))):
-        order = slice(None)
+    order = chronological_order(timestamp)
     users, raw_users = first_appearance_codes(np.asarray(user)[order])
     items, raw_items = first_appearance_codes(np.asarray(item)[order])
     return Interactions(users, items, np.asarray(rating, dtype=np.float32)[order], timestamp[order],

@@ -3,14 +3,16 @@
 The stream is a sequence of ``n_interactions`` positions ``k = 0..N-1``; at each position one user and
 one item meet and the user rates the item. The model, per side (users, items; ``n`` ids each):
 
-* **Popularity.** Each id gets a Zipf share ``pi_i ∝ rank_i^-s`` (``rank_i`` a random permutation of
-  ``1..n``, ``s`` = ``user_exponent`` / ``item_exponent``). Its expected number of interactions over the whole
-  stream is ``c_i = N * pi_i`` (capped at ``max_remaining_share`` of the positions after its arrival, then
-  renormalised), so the rank-frequency plot of the counts is a power law of slope ``-s``.
+* **Popularity.** Each id gets a Zipf share ``pi ∝ rank^-s`` (``s`` = ``user_exponent`` / ``item_exponent``),
+  ranks given in the order of ``arrival_coupling * arrival + (1 - arrival_coupling) * U(0, 1)`` (early ids
+  tend to be the popular ones). Its expected number of interactions over the whole stream is
+  ``c = N * pi`` (the regular draws of an id capped at ``max_remaining_share`` of the positions after its
+  arrival, those of all ids arriving after any point at 90% of the positions left; the uncapped ids absorb
+  the rest), so the rank-frequency plot of the counts is a power law of slope ``-s``.
 * **Arrivals.** A random ``initial_fraction`` of the ids is present from the start; each of them has its
-  guaranteed ("arrival") interaction in the first ``initial_window`` of the stream. Every other id arrives
-  at a uniformly random position, and its arrival interaction is at that position, with a partner drawn
-  among the already-arrived ids of the other side. So every id appears at least once.
+  guaranteed interaction in the first ``initial_window`` of the stream. Every other id arrives at a
+  uniformly random position, and has its arrival interaction there, with a partner drawn among the
+  already-arrived ids of the other side. So every id appears at least once, and never before its arrival.
 * **Drift.** The stream is cut into ``drift_periods`` equal periods. In period ``p`` an arrived id has
   sampling weight ``w_i * f_ip`` with ``f_ip = (floor + (1 - floor) * exp(-age_ip / life)) * exp(g_ip)``:
   appeal decays with age (``age`` in stream fractions) and ``g`` is a Gaussian random walk over periods
@@ -20,8 +22,9 @@ one item meet and the user rates the item. The model, per side (users, items; ``
   ``cw`` in that order, ``m(k)`` = number of ids arrived before ``k``, draw ``searchsorted(cw, U * cw[m-1])``.
 * **Ratings.** Latent vectors ``a_i = sigma * z_i * 1[j < r_i]`` in ``R^D`` (``D = latent_dim``),
   ``z ~ N(0, 1)``, with a decaying spectrum ``sigma_j^2 ∝ (j+1)^-spectrum_decay`` scaled so that a pair of
-  full-rank ids has interaction variance ``signal_scale^2``. The active rank grows geometrically with the
-  expected count: ``r_i = min_rank * (D / min_rank)^t_i``, ``t_i = (log c_i - log c_min) / (log c_max - log c_min)``
+  full-rank ids has interaction variance ``signal_scale^2``. The active rank grows geometrically with
+  popularity: ``r_i = min_rank * (D / min_rank)^(t_i^rank_curve)``, ``t_i`` the share of all expected
+  interactions held by ids less popular than i, rescaled to [0, 1]
   (the rarest id: ``min_rank`` components, the most popular: ``D``). Score
   ``s = b_u + b_i + <a_u, a_i> + noise * N(0, 1)`` with Gaussian biases; the rating is ``s`` quantized to
   ``1..5`` with thresholds at the quantiles of all the stream's scores given by ``rating_shares``
@@ -63,6 +66,10 @@ class SyntheticConfig:
     """Fraction of users and of items present at the start of the stream (at least one of each)."""
     initial_window: float = 0.02
     """The initial ids' guaranteed interactions fall in this first fraction of the stream."""
+    arrival_coupling: float = 0.3
+    """Popularity ranks follow ``arrival_coupling * arrival + (1 - arrival_coupling) * U(0, 1)`` (arrival as
+    a stream fraction, 0 for initial ids): 0 makes rank and arrival independent, 1 makes earlier ids
+    always more popular. Late ids must fit their count in less time, so 0 gives a very strong turnover."""
     max_remaining_share: float = 0.25
     """An id's expected count is capped at this share of the positions after its arrival."""
     latent_dim: int = 128
@@ -86,11 +93,11 @@ class SyntheticConfig:
     """Target shares of the ratings 1..5 (normalised to sum 1); the thresholds are score quantiles."""
     drift_periods: int = 40
     """Number of equal periods over which the popularity drift is piecewise constant."""
-    item_decay_life: float = 0.25
+    item_decay_life: float = 0.1
     """Item appeal decays as ``exp(-age / life)``, age in fractions of the stream."""
     item_decay_floor: float = 0.1
     """Fraction of an item's appeal that never decays."""
-    user_decay_life: float = 0.4
+    user_decay_life: float = 0.2
     """User activity decays as ``exp(-age / life)``, age in fractions of the stream."""
     user_decay_floor: float = 0.25
     """Fraction of a user's activity that never decays."""
@@ -143,6 +150,7 @@ def _validate(c: SyntheticConfig) -> None:
     need(c.user_exponent >= 0 and c.item_exponent >= 0, "exponents must be >= 0")
     need(0 < c.initial_fraction <= 1, f"initial_fraction must be in (0, 1], got {c.initial_fraction}")
     need(0 < c.initial_window <= 1, f"initial_window must be in (0, 1], got {c.initial_window}")
+    need(0 <= c.arrival_coupling <= 1, f"arrival_coupling must be in [0, 1], got {c.arrival_coupling}")
     need(0 < c.max_remaining_share <= 1, "max_remaining_share must be in (0, 1]")
     need(c.latent_dim >= 1, "latent_dim must be >= 1")
     need(1 <= c.min_rank <= c.latent_dim, f"min_rank must be in 1..latent_dim, got {c.min_rank}")
@@ -156,7 +164,7 @@ def _validate(c: SyntheticConfig) -> None:
         shares = np.zeros(0)
     need(shares.shape == (5,) and np.all(shares > 0) and np.all(np.isfinite(shares)),
          f"rating_shares must be 5 positive numbers, got {c.rating_shares!r}")
-    need(c.drift_periods >= 1, "drift_periods must be >= 1")
+    need(1 <= c.drift_periods <= c.n_interactions, "drift_periods must be in 1..n_interactions")
     need(c.item_decay_life > 0 and c.user_decay_life > 0, "decay lives must be > 0")
     need(0 <= c.item_decay_floor <= 1 and 0 <= c.user_decay_floor <= 1, "decay floors must be in [0, 1]")
     need(c.drift_sigma >= 0, "drift_sigma must be >= 0")
@@ -164,6 +172,8 @@ def _validate(c: SyntheticConfig) -> None:
     need(c.chunk_size >= 1, "chunk_size must be >= 1")
     need(c.seed >= 0, "seed must be >= 0")
     try:
+        if not isinstance(c.start, str):
+            raise TypeError
         np.datetime64(c.start, "s")
     except (TypeError, ValueError):
         raise DataError(f"SyntheticConfig.start must be an ISO date like '2000-01-01', got {c.start!r}")
@@ -175,7 +185,6 @@ PRESETS: dict[str, SyntheticConfig] = {
     "synthetic-ml20m": SyntheticConfig(n_users=138_493, n_items=27_278, n_interactions=20_000_263,
                                        start="1995-01-09", span_days=7_385.0),
 }
-
 
 
 def resolve_config(config: SyntheticConfig | str = "synthetic", **overrides) -> SyntheticConfig:
@@ -254,8 +263,9 @@ def ground_truth(config: SyntheticConfig | str = "synthetic", **overrides) -> Gr
         rng = _seeds(c, _MODEL, side)
         initial, arrival = _arrivals(rng, n, c)
         share = np.arange(1, n + 1, dtype=np.float64) ** -s
-        share = share[rng.permutation(n)] / share.sum()
         after = np.where(initial, -1, arrival)
+        key = c.arrival_coupling * np.maximum(after, 0) / n_total + (1 - c.arrival_coupling) * rng.random(n)
+        share = share[np.argsort(np.argsort(key, kind="stable"), kind="stable")] / share.sum()
         expected = _capped_counts(share, after, c)
         profile = _drift_profile(rng, after, bounds, life, floor, c)
         weight = _calibrate(expected - 1.0, after, profile, bounds, arrival)
@@ -286,23 +296,35 @@ def _arrivals(rng, n: int, c: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
     return initial, arrival
 
 
+_LATE_SHARE = 0.9  # the ids arriving after any point expect at most this share of the positions left
+
+
 def _capped_counts(share: np.ndarray, after: np.ndarray, c: SyntheticConfig) -> np.ndarray:
-    """Expected counts ``N * share``, capped to a share of the positions left after arrival."""
+    """Expected counts ``N * share`` (the guaranteed interaction included), made feasible for the stream.
+
+    The regular draws of an id are capped at ``max_remaining_share`` of the positions after its arrival,
+    and all the ids arriving after any position together at ``_LATE_SHARE`` of the positions left; the
+    uncapped ids absorb the difference, so the regular draws still sum to ``N - n``.
+    """
     n_total, n = c.n_interactions, len(share)
-    # regular draws; the guaranteed interaction adds 1 to every id
-    cap = np.maximum(c.max_remaining_share * (n_total - 1 - after), 1e-3)
-    target = np.maximum(share * n_total - 1.0, 1e-3)
-    for _ in range(20):
-        capped = target >= cap
-        target = np.minimum(target, cap)
-        free = (n_total - n) - target[capped].sum()
-        if not np.any(~capped) or free <= 0:
+    total = float(n_total - n)
+    open_after = (n_total - 1 - after) * (total / n_total)  # regular positions after arrival, about
+    order = np.argsort(-after, kind="stable")  # latest arrival first
+    late_cap = np.where(after[order] >= 0, _LATE_SHARE * open_after[order], np.inf)  # not the initial ids
+    target = np.maximum(share * n_total - 1.0, 0.0)
+    for _ in range(50):
+        before = target
+        target = np.minimum(target, c.max_remaining_share * open_after)
+        running = np.cumsum(target[order])  # suffix sums of the targets, in arrival time
+        running += np.minimum(0.0, np.minimum.accumulate(late_cap - running))
+        target = np.empty_like(before)
+        target[order] = np.diff(running, prepend=0.0)
+        free = target >= before * (1 - 1e-12)
+        missing = total - target.sum()
+        if abs(missing) <= 1e-9 * total or not np.any(free & (target > 0)):
             break
-        scale = free / target[~capped].sum()
-        if abs(scale - 1.0) < 1e-9:
-            break
-        target[~capped] *= scale
-    return target * ((n_total - n) / target.sum()) + 1.0
+        target[free] *= 1.0 + missing / target[free].sum()
+    return target * (total / target.sum()) + 1.0
 
 
 def _drift_profile(rng, after, bounds, life, floor, c: SyntheticConfig) -> np.ndarray:
@@ -324,14 +346,16 @@ def _calibrate(target, after, profile, bounds, arrival, iterations: int = 300, t
     exposure = profile * (open_ / np.maximum(length, 1.0))
     regular = length - np.histogram(arrival, bins=bounds)[0]
     weight = target / target.sum()
+    active = target > 0  # an id with nothing to draw (it arrives at the very end) keeps weight 0
     for _ in range(iterations):
         total = weight @ exposure
         expected = weight * (exposure @ (regular / np.maximum(total, 1e-300)))
-        ratio = target / np.maximum(expected, 1e-300)
+        ratio = np.where(active, target / np.maximum(expected, 1e-300), 0.0)
         weight *= ratio
-        if np.max(np.abs(ratio - 1.0)) < tol:
+        weight /= weight.sum()
+        if np.max(np.abs(ratio[active] - 1.0), initial=0.0) < tol:
             break
-    return weight / weight.sum()
+    return weight
 
 
 def _active_rank(expected: np.ndarray, c: SyntheticConfig) -> np.ndarray:
@@ -440,56 +464,56 @@ def _scores(truth: GroundTruth, user: np.ndarray, item: np.ndarray, rng, block: 
 # the popularity / capacity effect (the paper's Figure 1), from the ground truth
 
 def capacity_study(config_or_name: SyntheticConfig | str = "synthetic", dims=(2, 16, 128),
-                   train_sizes=(4, 8, 16, 32, 64, 128, 256), n_test: int = 64, n_repeats: int = 4,
-                   ridge: float = 0.1, seed: int = 0):
-    """Test MSE of per-user ridge fits with ``d`` true item dimensions, as ``x`` training ratings grow.
+                   train_sizes=(16, 32, 64, 128, 256, 512, 1024), n_test: int = 256,
+                   n_study_users: int = 200, ridge: float = 1.0, seed: int = 0):
+    """Test MSE of per-user ridge fits on ``d`` true item dimensions as the ``x`` training ratings grow.
 
-    Emulates the paper's Figure 1 on the generated stream: for every user with at least
-    ``max(train_sizes) + n_test`` ratings, hold out ``n_test`` random ratings as test and train on ``x``
-    of the others (nested sets, ``n_repeats`` random splits). The model of a user's rating of item i is
-    ``w0 + w1 * b_i + <w, a_i[:d]>`` with the item's *true* bias ``b_i`` and latent vector ``a_i``
-    truncated to its first ``d`` components; ``w0, w1`` are free, ``w`` has ridge penalty ``ridge``.
-    Returns one row per ``x``: the test MSE on the 1..5 rating (``mse_d{d}``), the best ``d``, and the
-    numbers of users and test ratings.
+    Emulates the paper's Figure 1 from the generator's ground truth. The study users are the
+    ``n_study_users`` most popular users of the config (the users with many ratings, whose true active
+    rank is high). Each gets ``n_test + max(train_sizes)`` ratings drawn from the generator's own model
+    (items drawn by the stream's item popularity, score with fresh noise, quantized with the thresholds
+    of the generated stream), so ``x`` is not limited by the stream length. ``n_test`` of them are the
+    fixed test part; the first ``x`` of the others train (nested sets). Model of the rating residual
+    ``rating - (alpha + beta * b_i)`` (the shared part, fitted on the whole stream): the user's own bias
+    plus ``<w, z_i[:d]>``, with ``z_i`` the item's true latent vector truncated to its first ``d``
+    components and standardized per component (as embedding coordinates are), ridge penalty ``ridge`` on
+    ``w``. Returns one row per ``x``: the test MSE on the 1..5 rating scale (``mse_d{d}``), the best ``d``,
+    and the numbers of study users and test ratings per cell.
     """
     import pandas as pd
 
     c = resolve_config(config_or_name)
-    data, truth = _generate(c)
     dims, train_sizes = sorted(int(d) for d in dims), sorted(int(x) for x in train_sizes)
-    if not dims or dims[0] < 1 or dims[-1] > c.latent_dim or not train_sizes or train_sizes[0] < 1:
-        raise DataError(f"dims must be in 1..{c.latent_dim} and train_sizes positive, "
-                        f"got {dims}, {train_sizes}")
-    raw_user, raw_item = data.raw_user_ids[data.user], data.raw_item_ids[data.item]
-    need = train_sizes[-1] + n_test
-    counts = np.bincount(raw_user, minlength=c.n_users)
-    users = np.flatnonzero(counts >= need)
-    if len(users) == 0:
-        raise DataError(f"no user has {need} ratings (max {counts.max()}); use smaller train_sizes/n_test")
-    by_user = np.argsort(raw_user, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    # the shared part (what a DLRS learns from all users): rating ~ alpha + beta * item bias
-    item_bias = truth.items.bias[raw_item].astype(np.float64)
-    beta, alpha = np.polyfit(item_bias, data.rating.astype(np.float64), 1)
-    residual = data.rating - (alpha + beta * item_bias)
-    rng = np.random.default_rng(seed)
+    if not dims or dims[0] < 1 or dims[-1] > c.latent_dim or not train_sizes or train_sizes[0] < 1 \
+            or n_test < 1 or n_study_users < 1:
+        raise DataError(f"dims must be in 1..{c.latent_dim}, train_sizes, n_test and n_study_users positive; "
+                        f"got {dims}, {train_sizes}, {n_test}, {n_study_users}")
+    data, truth = _generate(c)
+    thresholds = np.asarray(data.meta["rating_thresholds"])
+    raw_item = data.raw_item_ids[data.item]
+    beta, alpha = np.polyfit(truth.items.bias[raw_item].astype(np.float64), data.rating.astype(np.float64), 1)
+    users = np.argsort(-truth.users.expected_count, kind="stable")[:n_study_users]
+    rng = np.random.default_rng([seed, c.seed])
+    n = n_test + train_sizes[-1]
+    items = np.searchsorted(np.cumsum(truth.items.share), rng.random((len(users), n)) * truth.items.share.sum())
+    items = np.minimum(items, c.n_items - 1)
+    score = _scores(truth, np.repeat(users, n), items.ravel(), rng).reshape(len(users), n)
+    rating = (np.searchsorted(thresholds, score, side="right") + 1).astype(np.float64)
+    residual = rating - (alpha + beta * truth.items.bias[items])
     sq_err = np.zeros((len(train_sizes), len(dims)))
-    for u in users:
-        rows = by_user[starts[u]:starts[u + 1]]
-        for _ in range(n_repeats):
-            rows = rng.permutation(rows)
-            test, pool = rows[:n_test], rows[n_test:]
-            for a, x in enumerate(train_sizes):
-                train = pool[:x]
-                for b, d in enumerate(dims):
-                    pred = _ridge_predict(truth, raw_item[train], residual[train], raw_item[test], d, ridge)
-                    sq_err[a, b] += np.sum((pred - residual[test]) ** 2)
-    mse = sq_err / (len(users) * n_repeats * n_test)
+    for row in range(len(users)):
+        test_items, test_y = items[row, :n_test], residual[row, :n_test]
+        for a, x in enumerate(train_sizes):
+            train = slice(n_test, n_test + x)
+            for b, d in enumerate(dims):
+                pred = _ridge_predict(truth, items[row, train], residual[row, train], test_items, d, ridge)
+                sq_err[a, b] += np.sum((pred - test_y) ** 2)
+    mse = sq_err / (len(users) * n_test)
     table = pd.DataFrame(mse, index=pd.Index(train_sizes, name="train_size"),
                          columns=[f"mse_d{d}" for d in dims])
     table["best_dim"] = np.asarray(dims)[np.argmin(mse, axis=1)]
     table["n_users"] = len(users)
-    table["n_test"] = len(users) * n_repeats * n_test
+    table["n_test"] = len(users) * n_test
     return table
 
 
@@ -501,32 +525,38 @@ def _ridge_predict(truth: GroundTruth, train_items, y, test_items, d: int, ridge
         return np.column_stack([np.ones(len(ids)), truth.items.latent[ids, :d] / scale])
 
     x = features(train_items)
-    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ np.asarray(y, dtype=np.float64))
+    penalty = np.full(x.shape[1], float(ridge))
+    penalty[0] = 1e-6  # the user's own bias: (almost) unpenalized
+    w = np.linalg.solve(x.T @ x + np.diag(penalty), x.T @ np.asarray(y, dtype=np.float64))
     return features(test_items) @ w
 
 
 def latent_share_by_popularity(config_or_name: SyntheticConfig | str = "synthetic", cutoffs=(2, 16),
-                               buckets: int = 10):
+                               edges=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)):
     """Share of each id's latent score variance carried by components beyond each cutoff, by popularity.
 
     For id i, component j contributes ``a_ij^2 * E[a_pj^2]`` to the variance of ``<a_i, a_p>`` over
-    partners p drawn by popularity. Returns, per side and popularity decile (of the expected count,
-    0 = rarest), the mean expected count, mean active rank and mean share beyond each cutoff.
+    partners p drawn by popularity. Returns, per side and popularity bucket (quantiles ``edges`` of the
+    expected count; the default makes deciles and splits off the top 1%), the mean expected count, mean
+    active rank and mean share of that variance beyond each cutoff.
     """
     import pandas as pd
 
     truth = ground_truth(config_or_name)
+    bounds = [0.0, *edges, 1.0]
+    labels = [f"{100 * a:g}-{100 * b:g}%" for a, b in zip(bounds[:-1], bounds[1:])]
     frames = []
     for name, side, other in (("user", truth.users, truth.items), ("item", truth.items, truth.users)):
         partner = other.share @ (other.latent.astype(np.float64) ** 2)  # E_p[a_pj^2], per component j
         contrib = side.latent.astype(np.float64) ** 2 * partner[None, :]
         total = np.maximum(contrib.sum(axis=1), 1e-300)
         order = np.argsort(side.expected_count, kind="stable")
-        bucket = np.empty(len(order), dtype=np.int64)
-        bucket[order] = np.arange(len(order)) * buckets // len(order)
-        frame = pd.DataFrame({"side": name, "decile": bucket, "expected_count": side.expected_count,
-                              "rank": side.rank})
+        quantile = np.empty(len(order))
+        quantile[order] = (np.arange(len(order)) + 0.5) / len(order)
+        bucket = np.searchsorted(np.asarray(edges), quantile, side="right")
+        frame = pd.DataFrame({"side": name, "popularity": pd.Categorical.from_codes(bucket, labels),
+                              "expected_count": side.expected_count, "rank": side.rank})
         for cut in cutoffs:
             frame[f"share_beyond_{cut}"] = contrib[:, cut:].sum(axis=1) / total
-        frames.append(frame.groupby(["side", "decile"]).mean())
+        frames.append(frame.groupby(["side", "popularity"], observed=True).mean())
     return pd.concat(frames)

@@ -269,3 +269,23 @@ def test_failed_cache_write_leaves_no_file(data_dir, monkeypatch):
     with pytest.warns(UserWarning, match="could not write the cache"):
         d = load("ml-latest-small", data_dir)
     assert len(d) == 7 and _cache_files() == []
+
+
+@pytest.mark.parametrize("high", [5, 10**12])  # the dense path and the sorting path
+def test_first_appearance_codes_match_a_reference(high):
+    rng = np.random.default_rng(high)
+    ids = rng.integers(0, high, 5000)
+    codes, raw = first_appearance_codes(ids)
+    seen = {}
+    expected = [seen.setdefault(v, len(seen)) for v in ids.tolist()]
+    assert codes.tolist() == expected and raw.tolist() == list(seen)
+
+
+def test_chronological_order_is_stable_on_random_ties():
+    rng = np.random.default_rng(0)
+    ts = rng.integers(0, 50, 10000)
+    d = from_arrays(np.arange(10000), np.zeros(10000, int), np.ones(10000), ts, "t")
+    assert (d.raw_user_ids[d.user] == np.argsort(ts, kind="stable")).all()
+    big = np.array([2**62, -(2**62), 0, 2**62])  # the overflow-safe fallback
+    d = from_arrays(np.arange(4), np.zeros(4, int), np.ones(4), big, "t")
+    assert d.raw_user_ids[d.user].tolist() == [1, 2, 0, 3]
