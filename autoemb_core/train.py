@@ -170,8 +170,9 @@ class StreamingTrainer:
     def outputs(self, w: dict, weights: dict, view: View, bn_mode: str) -> torch.Tensor:
         """The model's outputs for ``view`` under parameters ``w`` (table rows + dense DLRS)."""
         dense = {k: v for k, v in w.items() if not k.endswith("_rows")}
-        rows = [w[f"{s}_rows"][view.inverse[s]] for s in SIDES]
-        mix = [None if weights[s] is None else weights[s][view.inverse[s]] for s in SIDES]
+        # index_select: its backward (index_add) is deterministic on CPU, unlike advanced indexing's
+        rows = [w[f"{s}_rows"].index_select(0, view.inverse[s]) for s in SIDES]
+        mix = [None if weights[s] is None else weights[s].index_select(0, view.inverse[s]) for s in SIDES]
         return functional_call(self.dlrs, dense, (*rows, *mix, bn_mode))
 
     def loss(self, w: dict, weights: dict, view: View, bn_mode: str) -> torch.Tensor:
