@@ -41,8 +41,8 @@ class Config:
 
     # optimisation
     optimizer: str = "adam"  # adam (row-wise lazy Adam for tables) or sgd
-    lr: float = 1e-3  # DLRS parameters W, embedding tables included
-    controller_lr: float = 1e-4  # Theta: controllers (autoemb, sam) or logits (darts)
+    lr: float = 3e-3  # DLRS parameters W, embedding tables included (chosen by benchmarks/lr_sweep.py)
+    controller_lr: float = 1e-4  # Theta: controllers (autoemb, sam) or logits (darts) (idem)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     xi: float | None = None  # virtual step size of eq. 9; None: = lr; 0: first-order
