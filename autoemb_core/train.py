@@ -138,10 +138,22 @@ class StreamingTrainer:
 
     # -- building blocks ------------------------------------------------------------------------
     def view(self, positions: torch.Tensor) -> View:
+        return self.pairs_view(self.stream["user"][positions], self.stream["item"][positions],
+                               self.stream["target"][positions])
+
+    def pairs_view(self, user: torch.Tensor, item: torch.Tensor, target: torch.Tensor) -> View:
         ids, inverse = {}, {}
-        for s in SIDES:
-            ids[s], inverse[s] = torch.unique(self.stream[s][positions], return_inverse=True)
-        return View(ids, inverse, self.stream["target"][positions])
+        for s, column in zip(SIDES, (user, item)):
+            ids[s], inverse[s] = torch.unique(column, return_inverse=True)
+        return View(ids, inverse, target)
+
+    def evaluate(self, user, item, rating) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss and correctness of arbitrary (user, item, rating) triples under the current
+        parameters, without training or touching any table: for held-out test sets (Figure 1)."""
+        label = binary_label(rating) if self.cfg.task == "regression" else class_label(rating)
+        target = torch.as_tensor(label, device=self.device).to(self.stream["target"].dtype)
+        view = self.pairs_view(torch.as_tensor(user, device=self.device), torch.as_tensor(item, device=self.device), target)
+        return loss_and_correct(self.scores(view)[0], view.target, self.cfg.task)
 
     def theta(self, view: View) -> dict:
         """Theta's leaves for this view: the controllers' parameters, or the gathered logit rows."""

@@ -10,7 +10,7 @@ import torch
 import autoemb_core as ae
 from autoemb_core.__main__ import main as cli
 from autoemb_core.config import Config
-from autoemb_core.model import SIDES, controller_features
+from autoemb_core.model import SIDES, controller_features, loss_and_correct
 from autoemb_core.train import StreamingTrainer, run
 
 SMALL = dict(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
@@ -277,3 +277,14 @@ def test_cli_bad_arguments_get_a_clear_message(tmp_path, capsys):
     bad.write_text("learning_rate: 0.1\n")
     assert cli(["run", "--params", str(bad)]) == 2
     assert "unknown setting" in capsys.readouterr().err
+
+
+def test_evaluate_scores_held_out_pairs_without_training(tiny):
+    trainer = small_trainer(tiny, "autoemb", dtype=torch.float32)
+    before = snapshot(trainer)
+    popularity = trainer.popularity["user"].clone()
+    loss, correct = trainer.evaluate(tiny.user[60:80], tiny.item[60:80], tiny.rating[60:80])
+    assert not changed(before, snapshot(trainer)) and torch.equal(popularity, trainer.popularity["user"])
+    view = trainer.view(torch.arange(60, 80))  # the same pairs through the streaming path
+    expected_loss, expected_correct = loss_and_correct(trainer.scores(view)[0], view.target, "regression")
+    assert torch.equal(loss, expected_loss) and torch.equal(correct, expected_correct)
