@@ -47,7 +47,8 @@ class Config:
     adam_eps: float = 1e-8
     xi: float | None = None  # virtual step size of eq. 9; None: = lr; 0: first-order
     hypergradient: str = "exact"  # exact (double backprop) or finite-difference (DARTS, at the original W)
-    validation: str = "uniform"  # uniform over all past interactions, or previous (the previous batch)
+    validation: str = "uniform"  # Theta's validation batch: uniform over all past interactions, the previous
+    # batch, or incoming: the incoming batch once it has been predicted (data W has not trained on yet)
     validation_size: int | None = None  # None: batch_size
     predict_batchnorm: str = "running"  # BatchNorm statistics used to predict a batch: running or batch
 
@@ -96,7 +97,7 @@ class Config:
     def validate(self) -> None:
         choices = {"task": ("regression", "classification"), "method": METHODS, "device": ("cpu", "cuda", "auto"),
                    "selection": ("mean", "sum"), "optimizer": ("adam", "sgd"),
-                   "hypergradient": ("exact", "finite-difference"), "validation": ("uniform", "previous"),
+                   "hypergradient": ("exact", "finite-difference"), "validation": ("uniform", "previous", "incoming"),
                    "predict_batchnorm": ("running", "batch")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -238,12 +238,17 @@ class StreamingTrainer:
                     self.logits[s].update(view.ids[s], grads[s])
 
     def bilevel_step(self, index: int) -> None:
+        """Update Theta on a validation batch sampled from the past (``uniform`` or ``previous``)."""
         cfg = self.cfg
         val = sample_validation(self.rng, self.batches, index, cfg.validation_size or cfg.batch_size, cfg.validation)
-        if self.previous is None or len(val) == 0:
+        if len(val):
+            self.bilevel_update(torch.as_tensor(val, device=self.device))
+
+    def bilevel_update(self, validation: torch.Tensor) -> None:
+        """Theta descends the hypergradient, unrolling W's step on the last batch W trained on."""
+        if self.previous is None:
             return
-        positions = torch.cat([self.previous, torch.as_tensor(val, device=self.device)])
-        view = self.view(positions)
+        view = self.view(torch.cat([self.previous, validation]))
         self.update_theta(view, self.hypergradient(view, len(self.previous)))
 
     # -- W --------------------------------------------------------------------------------------
@@ -287,14 +292,20 @@ class StreamingTrainer:
 
     # -- the stream -----------------------------------------------------------------------------
     def step(self, index: int, start: int, stop: int) -> "Step":
-        """Algorithm 1 for one incoming batch."""
-        if self.cfg.bilevel:
+        """Algorithm 1 for one incoming batch. With ``validation: incoming`` Theta's validation batch is
+        the incoming batch itself, used after it has been predicted and before W trains on it."""
+        incoming = self.cfg.validation == "incoming"
+        if self.cfg.bilevel and not incoming:
             self.bilevel_step(index)
         positions = torch.arange(start, stop, device=self.device)
         view = self.view(positions)
         popularity = {s: self.popularity[s][view.ids[s]] for s in SIDES}
         logits, weights = self.scores(view)
         loss, correct = loss_and_correct(logits, view.target, self.cfg.task)
+        if self.cfg.bilevel and incoming:
+            self.bilevel_update(positions)
+            with torch.no_grad():
+                weights = self.selection(view, self.theta(view))
         self.train_w(view, weights)
         self.update_tables(view, loss, weights)
         self.previous = positions

@@ -288,3 +288,27 @@ def test_evaluate_scores_held_out_pairs_without_training(tiny):
     view = trainer.view(torch.arange(60, 80))  # the same pairs through the streaming path
     expected_loss, expected_correct = loss_and_correct(trainer.scores(view)[0], view.target, "regression")
     assert torch.equal(loss, expected_loss) and torch.equal(correct, expected_correct)
+
+
+@pytest.mark.parametrize("method", ["darts", "autoemb"])
+def test_incoming_validation_predicts_before_theta_sees_the_batch(tiny, method):
+    """validation=incoming: Theta learns from the incoming batch, but only after predicting it."""
+    data = tiny.head(400)
+    flipped = copy.copy(data)
+    flipped.rating = data.rating.copy()
+    flipped.rating[60:] = 6 - flipped.rating[60:]
+    cfg = Config(method=method, validation="incoming", **SMALL)
+    trainers = [StreamingTrainer(data, cfg), StreamingTrainer(flipped, cfg)]
+    predictions = []
+    for trainer in trainers:
+        for index in range(3):
+            trainer.step(index, index * 20, index * 20 + 20)
+        before = snapshot(trainer)
+        scores = trainer.scores
+        trainer.scores = lambda view, scores=scores: predictions.append(scores(view)[0]) or scores(view)
+        trainer.step(3, 60, 80)
+        moved = changed(before, snapshot(trainer))
+        assert any(k.startswith("theta.") for k in moved)  # Theta did learn from the batch
+    assert len(predictions) == 2
+    torch.testing.assert_close(predictions[0], predictions[1], rtol=0, atol=0)
+    assert changed(snapshot(trainers[0]), snapshot(trainers[1]))
