@@ -1,16 +1,29 @@
-"""Experiments built from runs: the overall comparison of the paper's Table 2 (more to come with the
-notebooks). Each function takes a base :class:`Config` and returns tidy pandas frames."""
+"""The paper's experiments, built from runs; the notebooks under ``notebooks/`` call one function per step.
+
+- Figure 1, the preliminary study: :func:`preliminary_split`, :func:`preliminary_study`, :func:`crossover`.
+- Table 2, the overall comparison: :func:`compare`, :func:`overall_table`, :func:`paper_table`.
+- Figures 6 and 7, popularity: :func:`run_methods`, :func:`popularity_metrics`, :func:`weight_records`,
+  :func:`select_weights`.
+- Figure 8, data efficiency: :func:`learning_curves`.
+
+Each function takes a base :class:`Config` or runs' results and returns tidy pandas frames; the figures are
+drawn by :mod:`autoemb_core.plots`.
+"""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .atomic import atomic_write
 from .config import Config
 from .data import load_dataset
-from .train import run
+from .interactions import DataError, Interactions
+from .train import RunResult, StreamingTrainer, run
 
 COMPARED = ("fse", "sam", "darts", "autoemb")
 METRICS = {"regression": ("MSE", "online_loss"), "classification": ("CE", "online_loss")}
@@ -26,22 +39,42 @@ PAPER_TABLE2 = {
 }
 
 
-def compare(base: Config, methods=COMPARED, tasks=("regression",), seeds=(0,), results_dir=None) -> pd.DataFrame:
-    """Run every (task, method, seed) on ``base.dataset`` (loaded once); one row of metrics per run.
-    Each run's full results are saved under ``results_dir/<task>-<method>-seed<seed>/`` if given."""
-    data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
+def compare(base: Config, methods=COMPARED, tasks=("regression",), seeds=(0,), results_dir=None,
+            data: Interactions | None = None) -> pd.DataFrame:
+    """Run every (task, method, seed) on ``base.dataset`` (loaded once, unless ``data`` is given); one row of
+    metrics per run. Each run's full results are saved under ``results_dir/<task>-<method>-seed<seed>/`` if
+    given."""
+    if data is None:
+        data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
     rows = []
     for task in tasks:
-        for method in methods:
-            for seed in seeds:
-                cfg = dataclasses.replace(base, task=task, method=method, seed=seed)
-                result = run(cfg, data)
-                if results_dir is not None:
-                    result.save(Path(results_dir) / f"{task}-{method}-seed{seed}")
-                s = result.summary
-                rows.append({k: s[k] for k in ("dataset", "task", "method", "seed", "online_loss", "online_accuracy",
-                                               "offline_loss", "offline_accuracy", "samples_per_second", "seconds")})
+        for _, result in iter_runs(dataclasses.replace(base, task=task), methods, seeds, data, results_dir):
+            s = result.summary
+            rows.append({k: s[k] for k in ("dataset", "task", "method", "seed", "online_loss", "online_accuracy",
+                                           "offline_loss", "offline_accuracy", "samples_per_second", "seconds")})
     return pd.DataFrame(rows)
+
+
+def iter_runs(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None, results_dir=None):
+    """Run each (method, seed) with ``base``'s task on ``data`` (default: ``base``'s dataset, loaded once),
+    yielding ``((method, seed), RunResult)``. With ``results_dir``, each run is also saved under
+    ``results_dir/<task>-<method>-seed<seed>/``."""
+    if data is None:
+        data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
+    for method in methods:
+        for seed in seeds:
+            cfg = dataclasses.replace(base, method=method, seed=seed)
+            result = run(cfg, data)
+            if results_dir is not None:
+                result.save(Path(results_dir) / f"{cfg.task}-{method}-seed{seed}")
+            yield (method, seed), result
+
+
+def run_methods(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None,
+                results_dir=None) -> dict:
+    """:func:`iter_runs` kept in memory: ``{(method, seed): RunResult}``, for the per-sample (Figures 6, 7)
+    and per-batch (Figure 8) studies."""
+    return dict(iter_runs(base, methods, seeds, data, results_dir))
 
 
 def overall_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -58,11 +91,18 @@ def overall_table(runs: pd.DataFrame) -> pd.DataFrame:
                        "std": st["std"] if st["count"] > 1 else float("nan"), "seeds": int(st["count"])}
                 if fse is not None:
                     change = (fse - st["mean"]) if lower_better else (st["mean"] - fse)
-                    row["improvement_vs_fse_%"] = 100 * change / fse
+                    row["improvement_vs_fse_%"] = 100 * change / fse if fse else float("nan")
                 paper = PAPER_TABLE2.get((dataset, task), {}).get(method)
                 row["paper"] = paper[0 if lower_better else 1] if paper else float("nan")
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def save_tables(folder, **tables: pd.DataFrame) -> None:
+    """Each ``name=frame`` as ``<name>.csv`` and ``<name>.md`` (:func:`save_table`); a frame with a named
+    index (such as :func:`paper_table`'s) keeps it as columns."""
+    for name, table in tables.items():
+        save_table(table.reset_index() if any(table.index.names) else table, folder, name)
 
 
 def save_table(table: pd.DataFrame, folder, name: str = "overall") -> None:
@@ -71,3 +111,323 @@ def save_table(table: pd.DataFrame, folder, name: str = "overall") -> None:
         table.to_csv(f, index=False)
     with atomic_write(Path(folder) / f"{name}.md", "w") as f:
         f.write(table.to_markdown(index=False, floatfmt=".4f") + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 2 laid out like the paper
+
+NAMES = {"fse": "FSE", "sam": "SAM", "darts": "DARTS", "autoemb": "AutoEmb"}
+
+
+def paper_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`overall_table` laid out like the paper's Table 2: one row block per (dataset, task, metric),
+    one column per method. The rows: ``ours`` (mean ± std over seeds), ``ours vs FSE`` (relative improvement,
+    positive = better), and, where the paper has the dataset, ``paper`` and ``paper vs FSE``."""
+    methods = list(dict.fromkeys(table["method"]))
+    rows = []
+    for (dataset, task, metric), block in table.groupby(["dataset", "task", "metric"], sort=False):
+        block = block.set_index("method")
+        key = (dataset, task.capitalize(), metric[0].upper() + metric[1:])
+        ours = {m: _mean_std(block.at[m, "mean"], block.at[m, "std"]) for m in block.index}
+        rows.append((*key, "ours", ours))
+        if "improvement_vs_fse_%" in block:
+            rows.append((*key, "ours vs FSE", {m: _percent(block.at[m, "improvement_vs_fse_%"])
+                                               for m in block.index if m != "fse"}))
+        paper = block["paper"].dropna()
+        if len(paper):
+            rows.append((*key, f"paper ({dataset})", {m: f"{v:.4f}" for m, v in paper.items()}))
+            if "fse" in paper:
+                lower_better = "loss" in metric
+                change = {m: (paper["fse"] - v if lower_better else v - paper["fse"]) / paper["fse"] * 100
+                          for m, v in paper.items() if m != "fse"}
+                rows.append((*key, "paper vs FSE", {m: _percent(v) for m, v in change.items()}))
+    frame = pd.DataFrame([values for *_, values in rows], columns=methods)
+    frame.index = pd.MultiIndex.from_tuples([tuple(r[:4]) for r in rows], names=["dataset", "task", "metric", "row"])
+    return frame.fillna("").rename(columns=lambda m: NAMES.get(m, m))
+
+
+def _mean_std(mean: float, std: float) -> str:
+    return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def _percent(value: float) -> str:
+    return "" if pd.isna(value) else f"{value:+.2f}%"
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 1: fixed dimensions, x training ratings per user, a fixed test part per user
+
+
+@dataclass
+class PreliminarySplit:
+    """Figure 1's split, as stream positions: each study user's held-out ratings (the same for every x) and,
+    for each x, each study user's first x training ratings (nested: the set for x holds the set for x/2)."""
+
+    users: np.ndarray
+    test: np.ndarray
+    train: dict  # x -> positions
+
+
+def preliminary_split(data: Interactions, n_test: int = 10, train_sizes=(1, 2, 4, 8, 16, 32),
+                      seed: int = 0) -> PreliminarySplit:
+    """The study users are those with at least ``n_test + max(train_sizes)`` ratings. Each user's ratings
+    are shuffled (seeded): the first ``n_test`` are the test part, the next ``x`` the training part."""
+    train_sizes = sorted(int(x) for x in train_sizes)
+    counts = np.bincount(data.user, minlength=data.n_users)
+    need = n_test + train_sizes[-1]
+    users = np.flatnonzero(counts >= need)
+    if len(users) == 0:
+        raise DataError(f"no user of {data.name!r} has the n_test + max(train_sizes) = {need} ratings the "
+                        f"preliminary study needs (the most any user has is {counts.max(initial=0)})",
+                        hint="lower n_test or train_sizes, or raise max_interactions")
+    rng = np.random.default_rng(seed)
+    by_user = np.argsort(data.user, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    test, train = [], {x: [] for x in train_sizes}
+    for u in users:
+        own = rng.permutation(by_user[starts[u]:starts[u + 1]])
+        test.append(own[:n_test])
+        for x in train_sizes:
+            train[x].append(own[n_test:n_test + x])
+    return PreliminarySplit(users, np.sort(np.concatenate(test)), {x: np.sort(np.concatenate(p)) for x, p in train.items()})
+
+
+def preliminary_plan(data: Interactions, n_test: int = 10, train_sizes=(1, 2, 4, 8, 16, 32),
+                     seed: int = 0) -> pd.DataFrame:
+    """The sizes of Figure 1's split, per x: study users, training and test ratings. Raises the split's
+    error early when no user has enough ratings."""
+    split = preliminary_split(data, n_test, train_sizes, seed)
+    return pd.DataFrame({"study users": len(split.users), "training ratings": [len(p) for p in split.train.values()],
+                         "test ratings": len(split.test)}, index=pd.Index(list(split.train), name="x"))
+
+
+def subset(data: Interactions, positions: np.ndarray, name: str | None = None) -> Interactions:
+    """The interactions at ``positions``, in that order, keeping ``data``'s id space."""
+    return Interactions(data.user[positions], data.item[positions], data.rating[positions],
+                        data.timestamp[positions], data.raw_user_ids, data.raw_item_ids,
+                        name or data.name, dict(data.meta))
+
+
+def preliminary_study(base: Config, data: Interactions, methods=("fixed-2", "fixed-16", "fixed-128"),
+                      train_sizes=(1, 2, 4, 8, 16, 32), n_test: int = 10, epochs: int = 3, seeds=(0,)) -> pd.DataFrame:
+    """Figure 1: for each seed, x and fixed dimension, train a fresh model for ``epochs`` passes over the
+    study users' x training ratings (in time order), then score the held-out ratings without training.
+    One row per run: test loss (MSE or CE) and accuracy, with the sizes involved."""
+    rows = []
+    bar = tqdm(total=len(seeds) * len(train_sizes) * len(methods), disable=not base.progress, desc="runs")
+    for seed in seeds:
+        split = preliminary_split(data, n_test, train_sizes, seed)
+        test = split.test
+        for x, positions in split.train.items():
+            train = subset(data, np.tile(positions, epochs), f"{data.name}-x{x}")
+            for method in methods:
+                cfg = dataclasses.replace(base, method=method, seed=seed, progress=False)
+                trainer = StreamingTrainer(train, cfg)
+                trainer.run()
+                loss, correct = trainer.evaluate(data.user[test], data.item[test], data.rating[test])
+                rows.append({"method": method, "dimension": cfg.width, "train_size": x, "seed": seed,
+                             "loss": float(loss.mean()), "accuracy": float(correct.float().mean()),
+                             "users": len(split.users), "train_ratings": len(positions), "test_ratings": len(test)})
+                bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def crossover(study: pd.DataFrame) -> pd.DataFrame:
+    """Per x: each dimension's loss and accuracy (means over seeds) and the best dimension by each."""
+    mean = study.groupby(["train_size", "dimension"])[["loss", "accuracy"]].mean()
+    loss, accuracy = mean["loss"].unstack("dimension"), mean["accuracy"].unstack("dimension")
+    table = pd.concat([loss.add_prefix("loss d="), accuracy.add_prefix("accuracy d=")], axis=1)
+    table = table.round(4)
+    table["best by loss"] = loss.idxmin(axis=1)
+    table["best by accuracy"] = accuracy.idxmax(axis=1)
+    return table
+
+
+def has_crossover(study: pd.DataFrame, metric: str = "loss") -> bool:
+    """The paper's observation: at the smallest x the smallest dimension beats the largest, and at the
+    largest x the largest beats the smallest (means over seeds)."""
+    mean = study.groupby(["train_size", "dimension"])[metric].mean().unstack("dimension")
+    small, large = mean.columns.min(), mean.columns.max()
+    sign = 1 if metric == "loss" else -1
+    first, last = mean.iloc[0], mean.iloc[-1]
+    return bool(sign * (first[small] - first[large]) < 0 and sign * (last[large] - last[small]) < 0)
+
+
+def crossover_verdict(study: pd.DataFrame) -> pd.DataFrame:
+    """:func:`has_crossover` by loss and by accuracy, as a table."""
+    dims = sorted(study["dimension"].unique())
+    column = f"d = {dims[0]} beats d = {dims[-1]} at the smallest x, and loses at the largest"
+    return pd.DataFrame({column: [has_crossover(study, m) for m in ("loss", "accuracy")]},
+                        index=pd.Index(["loss", "accuracy"], name="by"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures 6 and 7: online metrics and selection weights by popularity
+
+
+def popularity_edges(values, min_samples: int = 200) -> np.ndarray:
+    """Bucket lower bounds 0, 1, 2, 4, 8, ... (powers of two); the last, open-ended bucket still holds at
+    least ``min_samples`` of ``values`` (the first bucket always exists)."""
+    values = np.asarray(values)
+    edges = [0]
+    for k in range(63):
+        if np.count_nonzero(values >= 2 ** k) < min_samples:
+            break
+        edges.append(2 ** k)
+    return np.asarray(edges, dtype=np.int64)
+
+
+def bucket_labels(edges) -> list[str]:
+    """``0``, ``1``, ``2-3``, ``4-7``, ..., ``≥64``."""
+    edges = [int(e) for e in edges]
+    labels = []
+    for lo, hi in zip(edges, [*edges[1:], None]):
+        labels.append(f"≥{lo}" if hi is None else str(lo) if hi - 1 == lo else f"{lo}-{hi - 1}")
+    return labels
+
+
+def bucketize(values, edges) -> pd.Categorical:
+    """Each value's bucket label, as an ordered categorical."""
+    codes = np.searchsorted(np.asarray(edges), np.asarray(values), side="right") - 1
+    return pd.Categorical.from_codes(codes, categories=bucket_labels(edges), ordered=True)
+
+
+def sample_edges(results: dict, side: str = "user", min_samples: int = 200) -> np.ndarray:
+    """:func:`popularity_edges` of the online samples' ``side`` popularity (the same stream in every run)."""
+    if side not in ("user", "item"):
+        raise DataError(f"side must be 'user' or 'item', got {side!r}")
+    first = next(iter(results.values()))
+    return popularity_edges(first.samples[f"{side}_popularity"], min_samples)
+
+
+def popularity_metrics(results: dict, side: str = "user", edges=None, min_samples: int = 200) -> pd.DataFrame:
+    """Figure 6: each run's online loss and accuracy per popularity bucket of ``side`` (popularity before the
+    sample's batch). Buckets from :func:`sample_edges` unless ``edges`` is given."""
+    column = f"{side}_popularity"
+    if edges is None:
+        edges = sample_edges(results, side, min_samples)
+    frames = []
+    for (method, seed), result in results.items():
+        samples = result.samples
+        grouped = samples.groupby(bucketize(samples[column], edges), observed=True)
+        frame = grouped.agg(samples=("loss", "size"), loss=("loss", "mean"), accuracy=("correct", "mean"))
+        frame = frame.rename_axis("bucket").reset_index()
+        frame.insert(0, "seed", seed)
+        frame.insert(0, "method", method)
+        frame["task"] = result.summary["task"]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def popularity_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Figure 6 as a table: per bucket, the samples and each method's loss and accuracy (means over seeds)."""
+    mean = metrics.groupby(["bucket", "method"], observed=True, sort=False)[["loss", "accuracy"]].mean()
+    table = mean.unstack("method").round(4)
+    table.columns = [f"{metric} {NAMES.get(m, m)}" for metric, m in table.columns]
+    samples = metrics.groupby("bucket", observed=True)["samples"].first()
+    return pd.concat([samples, table], axis=1).rename_axis("popularity")
+
+
+def weight_records(results: dict) -> pd.DataFrame:
+    """Every recorded selection weight, long: method, seed, stage, batch, seen, side, id, popularity,
+    dimension, weight (runs without weights, fse and fixed-d, have none)."""
+    frames = []
+    for (method, seed), result in results.items():
+        alphas = result.alphas
+        if alphas is None or alphas.empty:
+            continue
+        columns = [c for c in alphas.columns if c.startswith("w") and c[1:].isdigit()]
+        long = alphas.melt(id_vars=["batch", "seen", "side", "id", "popularity"], value_vars=columns,
+                           var_name="dimension", value_name="weight")
+        long["dimension"] = long["dimension"].str[1:].astype(int)
+        long = long.merge(result.batches[["batch", "stage"]], on="batch", how="left")
+        long.insert(0, "seed", seed)
+        long.insert(0, "method", method)
+        frames.append(long)
+    if not frames:
+        return pd.DataFrame(columns=["method", "seed", "batch", "seen", "side", "id", "popularity", "dimension",
+                                     "weight", "stage"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def select_weights(records: pd.DataFrame, method: str | None = None, side: str | None = None,
+                   popularity: tuple | None = None, seen: int | None = None, window: int | None = None,
+                   stage: str | None = None, edges=None) -> pd.DataFrame:
+    """The weight records of ``method`` and ``side`` whose id popularity lies in ``popularity = (lo, hi)``
+    (inclusive; ``hi=None`` is open), recorded at a stream position in ``(seen - window, seen]`` (``window``
+    None: all up to ``seen``), in ``stage``. With ``edges``, a ``bucket`` column is added."""
+    keep = pd.Series(True, index=records.index)
+    if method is not None:
+        keep &= records["method"] == method
+    if side is not None:
+        keep &= records["side"] == side
+    if stage is not None:
+        keep &= records["stage"] == stage
+    if popularity is not None:
+        lo, hi = popularity
+        keep &= records["popularity"] >= lo
+        if hi is not None:
+            keep &= records["popularity"] <= hi
+    if seen is not None:
+        keep &= records["seen"] <= seen
+        if window is not None:
+            keep &= records["seen"] > seen - window
+    selected = records[keep]
+    if edges is not None:
+        selected = selected.assign(bucket=bucketize(selected["popularity"], edges))
+    return selected.reset_index(drop=True)
+
+
+def mean_weights(selection: pd.DataFrame, by=("bucket",)) -> pd.DataFrame:
+    """Mean weight of each dimension (columns ``d=2``, ...) per group of ``by`` (rows), with the number of
+    (id, recording) pairs behind each row."""
+    by = list(by)
+    if selection.empty:
+        return pd.DataFrame(columns=["records"])
+    table = selection.pivot_table(index=by, columns="dimension", values="weight", aggfunc="mean", observed=True)
+    table.columns = [f"d={d}" for d in table.columns]
+    counts = selection.groupby(by, observed=True)["id"].size() // max(selection["dimension"].nunique(), 1)
+    return table.round(4).assign(records=counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 8: the offline stage's progress
+
+
+def learning_curves(results: dict, stage: str = "offline", points: int = 20) -> pd.DataFrame:
+    """Figure 8: each run's evaluate-then-train metrics along ``stage``, in ``points`` equal slices of the
+    stream: per slice the loss and accuracy over its samples, at ``seen`` = interactions seen by its end."""
+    frames = []
+    for (method, seed), result in results.items():
+        b = result.batches[result.batches["stage"] == stage]
+        if b.empty:
+            continue
+        lo, hi = int(b["seen"].iloc[0] - b["size"].iloc[0]), int(b["seen"].iloc[-1])
+        edges = np.linspace(lo, hi, points + 1)
+        slice_ = np.clip(np.searchsorted(edges, b["seen"].to_numpy(), side="left") - 1, 0, points - 1)
+        weighted = b.assign(slice=slice_, loss=b["loss"] * b["size"], accuracy=b["accuracy"] * b["size"])
+        g = weighted.groupby("slice").agg(seen=("seen", "max"), samples=("size", "sum"), loss=("loss", "sum"),
+                                         accuracy=("accuracy", "sum"))
+        g["loss"] /= g["samples"]
+        g["accuracy"] /= g["samples"]
+        g = g.reset_index(drop=True)
+        g.insert(0, "seed", seed)
+        g.insert(0, "method", method)
+        g["task"] = result.summary["task"]
+        frames.append(g)
+    return pd.concat(frames, ignore_index=True)
+
+
+def curve_table(curves: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
+    """Figure 8 as a table: ``metric`` per point of the stream (rows) and method (columns), means over seeds."""
+    table = curves.groupby(["seen", "method"], sort=False)[metric].mean().unstack("method").round(4)
+    return table.rename(columns=lambda m: NAMES.get(m, m)).rename_axis(None, axis=1)
+
+
+def save_frame(frame: pd.DataFrame, folder, name: str) -> Path:
+    """A result frame as ``<name>.csv``, written atomically."""
+    path = Path(folder) / f"{name}.csv"
+    with atomic_write(path, "w") as f:
+        frame.to_csv(f, index=False)
+    return path

@@ -1,0 +1,89 @@
+"""The controller-weights explorer (notebook 03): widgets that redraw the selection weights for a
+popularity range, users or items, a method, and a point in the stream.
+
+The logic is plain: :meth:`WeightsExplorer.update` reads the widgets into :attr:`~WeightsExplorer.state`,
+selects the records with :func:`autoemb_core.experiments.select_weights` into
+:attr:`~WeightsExplorer.selection`, and (with ``draw=True``) redraws :func:`autoemb_core.plots.weight_distribution`
+into an ``Output`` widget. Tests set ``widget.value`` and check ``state`` and ``selection``, no browser needed.
+"""
+from __future__ import annotations
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import clear_output, display
+
+from . import plots
+from .experiments import NAMES, mean_weights, select_weights
+from .interactions import DataError
+
+SELECTING = ("autoemb", "sam", "darts")
+
+
+def popularity_stops(records: pd.DataFrame) -> list[int]:
+    """Slider stops for popularity: 0, 1, 2, 4, 8, ... and the largest recorded popularity."""
+    top = int(records["popularity"].max()) if len(records) else 0
+    stops = [0] + [2 ** k for k in range(63) if 2 ** k < top]
+    return stops + [top] if top > 0 else stops
+
+
+class WeightsExplorer:
+    """Widgets over :func:`autoemb_core.experiments.weight_records`' frame.
+
+    ``window``: how many interactions before the chosen point count (default: a tenth of the stream), so a
+    point shows the weights the ids received in the stretch of stream just before it."""
+
+    def __init__(self, records: pd.DataFrame, window: int | None = None, draw: bool = True):
+        methods = [m for m in SELECTING if m in set(records["method"])]
+        if not methods:
+            raise DataError("no selection weights to explore", hint="run at least one of autoemb, sam, darts")
+        self.records, self.draw = records, draw
+        seen = sorted(int(s) for s in records["seen"].unique())
+        self.window = window or max(1, int(np.ceil(seen[-1] / 10)))
+        stops = popularity_stops(records)
+        self.controls = {
+            "method": widgets.Dropdown(options=[(NAMES[m], m) for m in methods], value=methods[0],
+                                       description="method"),
+            "side": widgets.ToggleButtons(options=[("users", "user"), ("items", "item")], value="user",
+                                          description="ids"),
+            "popularity": widgets.SelectionRangeSlider(options=[(f"{s:,}", s) for s in stops],
+                                                       index=(0, len(stops) - 1), description="popularity",
+                                                       continuous_update=False),
+            "seen": widgets.SelectionSlider(options=[(f"{s:,}", s) for s in seen], value=seen[-1],
+                                            description="stream at", continuous_update=False),
+        }
+        self.output = widgets.Output()
+        self.state: dict = {}
+        self.selection = pd.DataFrame()
+        self.summary = pd.DataFrame()
+        for control in self.controls.values():
+            control.observe(self.update, names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.controls["method"], self.controls["side"]]),
+                                    self.controls["popularity"], self.controls["seen"], self.output])
+        self.update()
+
+    def update(self, *_) -> None:
+        """Read the widgets, select the weights, and redraw."""
+        lo, hi = self.controls["popularity"].value
+        self.state = {"method": self.controls["method"].value, "side": self.controls["side"].value,
+                      "popularity": (int(lo), int(hi)), "seen": int(self.controls["seen"].value),
+                      "window": self.window}
+        self.selection = select_weights(self.records, **self.state)
+        self.summary = mean_weights(self.selection.assign(all="all"), by=["all"]) if len(self.selection) else pd.DataFrame()
+        if self.draw:
+            with self.output:
+                clear_output(wait=True)
+                fig = plots.weight_distribution(self.selection, self.title())
+                display(fig)
+                plt.close(fig)
+
+    def title(self) -> str:
+        s = self.state
+        start = max(0, s["seen"] - s["window"])
+        ids = self.selection["id"].nunique() if len(self.selection) else 0
+        return (f"{NAMES[s['method']]}, {s['side']}s with popularity {s['popularity'][0]:,}-{s['popularity'][1]:,}, "
+                f"stream {start:,}-{s['seen']:,}: {ids:,} ids")
+
+    def _ipython_display_(self):
+        display(self.widget)

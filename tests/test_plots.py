@@ -1,0 +1,117 @@
+"""The figures (titles, labels, one line per method) and the weights explorer's logic, without a browser."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from autoemb_core import DataError, plots  # noqa: E402
+from autoemb_core import experiments as ex  # noqa: E402
+from autoemb_core.explorer import WeightsExplorer, popularity_stops  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def legend_labels(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_figure1_has_a_line_per_dimension_and_the_papers_labels():
+    study = pd.DataFrame([dict(dimension=d, train_size=x, seed=s, loss=0.2 + 0.01 * s + 0.001 * d,
+                               accuracy=0.7 - 0.01 * s) for d in (2, 16, 128) for x in (1, 2, 4) for s in (0, 1)])
+    fig = plots.preliminary(study, "classification")
+    assert "Figure 1" in fig._suptitle.get_text()
+    left, right = fig.axes
+    assert (left.get_ylabel(), right.get_ylabel()) == ("CE", "Accuracy")
+    assert left.get_xlabel().startswith("x (training ratings")
+    assert legend_labels(left) == ["d = 2", "d = 16", "d = 128"]
+    assert len(left.get_lines()) >= 3 and left.get_xscale() == "log"
+
+
+def test_figure6_and_8_have_a_line_per_method_in_the_papers_order():
+    metrics = pd.DataFrame([dict(method=m, seed=0, bucket=b, samples=5, loss=0.2, accuracy=0.6, task="regression")
+                            for m in ("autoemb", "fse", "sam") for b in ("0", "1", "2-3")])
+    fig = plots.popularity(metrics, "item")
+    assert "Figure 6" in fig._suptitle.get_text() and "items" in fig._suptitle.get_text()
+    assert fig.axes[0].get_ylabel() == "MSE" and "item interactions" in fig.axes[0].get_xlabel()
+    assert legend_labels(fig.axes[0]) == ["FSE", "SAM", "AutoEmb"]
+    curves = pd.DataFrame([dict(method=m, seed=s, seen=n, loss=0.2, accuracy=0.6, task="regression")
+                           for m in ("darts", "fse") for s in (0, 1) for n in (10, 20)])
+    fig = plots.learning_curves(curves)
+    assert "Figure 8" in fig._suptitle.get_text() and fig.axes[0].get_xlabel() == "number of training examples"
+    assert legend_labels(fig.axes[1]) == ["FSE", "DARTS"]
+    with pytest.raises(ValueError, match="one task"):
+        plots.learning_curves(pd.concat([curves, curves.assign(task="classification")]))
+
+
+def weight_frame(n=40, methods=("autoemb", "sam"), seen=(100, 200, 300)):
+    rng = np.random.default_rng(0)
+    rows = []
+    for method in methods:
+        for s in seen:
+            for side in ("user", "item"):
+                for i in range(n):
+                    w = rng.dirichlet([1, 1, 1])
+                    for d, weight in zip((2, 16, 128), w):
+                        rows.append(dict(method=method, seed=0, batch=s // 100, seen=s, side=side, id=i,
+                                         popularity=i * (3 if side == "item" else 1), dimension=d, weight=weight,
+                                         stage="online" if s > 150 else "offline"))
+    return pd.DataFrame(rows)
+
+
+def test_figure7_and_the_explorer_view_draw_weights_and_say_when_there_are_none():
+    records = weight_frame()
+    selection = ex.select_weights(records, method="autoemb", side="user", edges=[0, 4, 16])
+    fig = plots.weights_by_popularity(selection, "autoemb", "user")
+    assert "Figure 7" in fig.axes[0].get_title() and "AutoEmb, users" in fig.axes[0].get_title()
+    assert legend_labels(fig.axes[0]) == ["d = 2", "d = 16", "d = 128"]
+    empty = plots.weights_by_popularity(selection.iloc[:0], "autoemb", "user")
+    assert "no weights" in empty.axes[0].texts[0].get_text()
+    view = plots.weight_distribution(selection, "title")
+    assert "means: d = 2:" in view.axes[0].get_title()
+
+
+def test_save_writes_png_and_svg(tmp_path):
+    fig, _ = plt.subplots()
+    paths = plots.save(fig, tmp_path / "figs", "figure")
+    assert [p.name for p in paths] == ["figure.png", "figure.svg"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and b"<svg" in paths[1].read_bytes()[:500]
+
+
+def test_explorer_state_follows_every_widget():
+    records = weight_frame()
+    explorer = WeightsExplorer(records, window=150, draw=False)
+    assert [v for _, v in explorer.controls["method"].options] == ["autoemb", "sam"]
+    start = explorer.state
+    assert start == {"method": "autoemb", "side": "user", "popularity": (0, 117), "seen": 300, "window": 150}
+    assert set(explorer.selection.seen) == {200, 300} and set(explorer.selection.side) == {"user"}
+
+    explorer.controls["side"].value = "item"
+    assert explorer.state["side"] == "item" and set(explorer.selection.side) == {"item"}
+    explorer.controls["method"].value = "sam"
+    assert set(explorer.selection.method) == {"sam"}
+    explorer.controls["popularity"].value = (4, 16)
+    assert explorer.state["popularity"] == (4, 16) and set(explorer.selection.popularity) == {6, 9, 12, 15}
+    explorer.controls["seen"].value = 100
+    assert set(explorer.selection.seen) == {100}
+    means = explorer.selection.groupby("dimension").weight.mean()
+    assert list(explorer.summary.columns) == ["d=2", "d=16", "d=128", "records"]
+    assert explorer.summary.iloc[0]["d=2"] == pytest.approx(round(means[2], 4))
+    assert explorer.summary.iloc[0]["records"] == 4
+    assert "SAM, items with popularity 4-16, stream 0-100: 4 ids" == explorer.title()
+
+
+def test_explorer_draws_outside_a_kernel_and_needs_weights():
+    explorer = WeightsExplorer(weight_frame(methods=("darts",)), draw=True)
+    explorer.controls["popularity"].value = (64, 117)  # no user that popular: an empty view, not an error
+    assert explorer.selection.empty and explorer.summary.empty
+    assert popularity_stops(weight_frame()) == [0, 1, 2, 4, 8, 16, 32, 64, 117]
+    with pytest.raises(DataError, match="no selection weights"):
+        WeightsExplorer(weight_frame().assign(method="fse"))
