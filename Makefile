@@ -22,7 +22,7 @@ demo: setup
 	$(PY) -m autoemb_core demo --results-dir $(RESULTS)
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest tests notebooks --nbval
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,99 @@
+"""The notebooks: one parameters cell that matches the package's spec, thin code, committed outputs, and
+headless runs with papermill on another dataset, including the failures a user can cause."""
+import ast
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from autoemb_core.nbparams import NOTEBOOKS
+
+ROOT = Path(__file__).parents[1]
+FILES = {"preliminary": "01_preliminary.ipynb", "overall": "02_overall.ipynb", "popularity": "03_popularity.ipynb",
+         "data_efficiency": "04_data_efficiency.ipynb"}
+
+
+def read(name):
+    return nbformat.read(ROOT / "notebooks" / FILES[name], as_version=4)
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_one_parameters_cell_holding_the_specs_defaults(name):
+    nb = read(name)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    values = {}
+    for node in ast.parse(tagged[0].source).body:
+        assert isinstance(node, ast.Assign), "the parameters cell only assigns values"
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    assert values == {k: knob.default for k, knob in NOTEBOOKS[name].items()}
+    lines = [line for line in tagged[0].source.splitlines() if line.strip()]
+    assert all("  # " in line for line in lines), "every parameter is commented"
+    assert f'notebook_setup("{name}"' in code_cells(nb)[code_cells(nb).index(tagged[0]) + 1].source
+    assert {"kernelspec", "language_info"} <= set(nb.metadata)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_notebooks_are_thin_and_hold_the_outputs_of_a_run(name):
+    nb = read(name)
+    for cell in code_cells(nb):
+        assert not any(line.lstrip().startswith(("def ", "class ", "import torch")) for line in cell.source.splitlines())
+        assert len(cell.source.splitlines()) <= 12, "logic belongs in the package"
+        assert cell.execution_count is not None, "the committed notebook holds a real run's outputs"
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for cell in code_cells(nb) for o in cell.outputs) or name == "overall"
+
+
+def papermill(name, tmp_path, **parameters):
+    pm = pytest.importorskip("papermill")
+    return pm.execute_notebook(str(ROOT / "notebooks" / FILES[name]), str(tmp_path / FILES[name]),
+                               parameters=parameters, cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+
+
+@pytest.fixture
+def netflix_dir(tmp_path):
+    target = tmp_path / "data"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "netflix", target / "netflix")
+    return target
+
+
+def test_table2_on_a_netflix_folder_with_papermill(tmp_path, netflix_dir):
+    out = tmp_path / "out"
+    papermill("overall", tmp_path, dataset="netflix", data_dir=str(netflix_dir), results_dir=str(out), seeds=[0, 1])
+    table2 = pd.read_csv(out / "table2.csv")
+    assert set(table2.row) == {"ours", "ours vs FSE", "paper (netflix)", "paper vs FSE"}
+    assert set(table2.task) == {"Regression", "Classification"}
+    assert table2.loc[(table2.row == "paper (netflix)") & (table2.metric == "MSE loss"), "AutoEmb"].item() == "0.1779"
+    assert len(pd.read_csv(out / "runs.csv")) == 2 * 4 * 2 and (out / "table2.md").is_file()
+
+
+@pytest.mark.parametrize("name, extra, files", [
+    ("preliminary", {"n_test": 1, "train_sizes": [1], "seeds": [0]}, ["figure1_preliminary.svg", "figure1_runs.csv"]),
+    ("popularity", {}, ["figure6_popularity.png", "figure7_weights.svg", "figure6_popularity.csv"]),
+    ("data_efficiency", {"methods": ["fse", "sam"]}, ["figure8_offline.png", "figure8_offline.csv"]),
+])
+def test_the_figures_on_a_netflix_folder_with_papermill(tmp_path, netflix_dir, name, extra, files):
+    out = tmp_path / "out"
+    papermill(name, tmp_path, dataset="netflix", data_dir=str(netflix_dir), results_dir=str(out), **extra)
+    for file in files:
+        assert (out / file).stat().st_size > 0
+
+
+@pytest.mark.parametrize("parameters, words", [
+    ({"dataset": "netflx"}, "unknown dataset"),
+    ({"methods": "fse,autoemb", "seedz": [1]}, "unknown parameter.*seedz"),
+    ({"max_interactions": -5}, "max_interactions=-5"),
+])
+def test_bad_parameters_stop_the_first_cells_with_a_message(tmp_path, parameters, words):
+    pm = pytest.importorskip("papermill")
+    with pytest.raises(pm.PapermillExecutionError, match=words):
+        papermill("overall", tmp_path, **parameters)
+    nb = nbformat.read(tmp_path / FILES["overall"], as_version=4)
+    failed = [i for i, c in enumerate(code_cells(nb)) if any(o.get("output_type") == "error" for o in c.outputs)]
+    assert failed == [3]  # imports, parameters, injected parameters, then the setup cell
