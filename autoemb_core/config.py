@@ -52,6 +52,10 @@ class Config:
     validation_size: int | None = None  # None: batch_size
     predict_batchnorm: str = "running"  # BatchNorm statistics used to predict a batch: running or batch
 
+    # speed: neither changes the model, only how it is computed (equal within float rounding)
+    fast_path: bool = True  # transforms once per unique id, tanh via sigmoid, fused Adam, and the prediction
+    # taken from the training forward where the two are the same; False: the plain per-sample path
+
     # bookkeeping
     record_alpha_every: int = 10  # record selection weights every this many batches
     progress: bool = True

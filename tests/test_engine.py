@@ -72,13 +72,14 @@ def directional(grads, direction):
     return sum(float((grads[k] * direction[k]).sum()) for k in direction if grads[k] is not None)
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("method", ["autoemb", "darts"])
-def test_second_order_hypergradient_matches_numerical_derivative(tiny, method):
+def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, fast_path):
     xi = 0.5
-    trainer = small_trainer(tiny, method, xi=xi)
+    trainer = small_trainer(tiny, method, xi=xi, fast_path=fast_path)
     view, n_train = bilevel_view(trainer)
     exact = trainer.hypergradient(view, n_train)
-    first_order = small_trainer(tiny, method, xi=0.0).hypergradient(view, n_train)
+    first_order = small_trainer(tiny, method, xi=0.0, fast_path=fast_path).hypergradient(view, n_train)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         direction = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in trainer.theta(view).items()}
@@ -171,7 +172,8 @@ def test_validation_and_unrolled_batches_come_from_the_past(tiny):
     trainer = small_trainer(tiny, "autoemb", steps=0, dtype=torch.float32)
     seen = []
     original = trainer.view
-    trainer.view = lambda positions: seen.append(positions.clone()) or original(positions)
+    trainer.view = lambda positions: (torch.is_tensor(positions) and seen.append(positions.clone())) \
+        or original(positions)  # the incoming batch is viewed as a slice
     for index, (start, stop, _) in enumerate(trainer.batches):
         trainer.step(index, start, stop)
         if index == 8:
@@ -312,3 +314,68 @@ def test_incoming_validation_predicts_before_theta_sees_the_batch(tiny, method):
     assert len(predictions) == 2
     torch.testing.assert_close(predictions[0], predictions[1], rtol=0, atol=0)
     assert changed(snapshot(trainers[0]), snapshot(trainers[1]))
+
+
+def weights_of(trainer):
+    state = {f"table.{s}": trainer.tables[s].weight for s in SIDES}
+    state.update({f"dlrs.{k}": v for k, v in trainer.dlrs.state_dict().items()})
+    if trainer.controllers is not None:
+        state.update({f"controllers.{k}": v for k, v in trainer.controllers.state_dict().items()})
+    return state
+
+
+@pytest.mark.parametrize("validation", ["uniform", "incoming"])
+@pytest.mark.parametrize("method", ["fse", "sam", "darts", "autoemb", "fixed-16"])
+def test_fast_and_plain_paths_compute_the_same_run(tiny, method, validation):
+    """Per-id transforms with count-weighted BatchNorm, the split first layer, tanh via sigmoid, fused Adam
+    and the reused training forward change how the run is computed, not what it computes."""
+    runs = {}
+    for fast in (True, False):
+        trainer = small_trainer(tiny, method, steps=12, fast_path=fast, validation=validation)
+        batches = list(trainer.batches)
+        records = [trainer.step(i, *batches[i][:2]) for i in range(12, 16)]
+        runs[fast] = trainer, records
+    (fast, fast_steps), (plain, plain_steps) = runs[True], runs[False]
+    for a, b in zip(fast_steps, plain_steps):
+        torch.testing.assert_close(a.loss, b.loss, rtol=1e-9, atol=1e-12)
+        assert torch.equal(a.correct, b.correct)
+        for s in SIDES:
+            if a.weights[s] is not None:
+                torch.testing.assert_close(a.weights[s], b.weights[s], rtol=1e-9, atol=1e-12)
+    plain_weights = weights_of(plain)
+    for name, value in weights_of(fast).items():
+        torch.testing.assert_close(value, plain_weights[name], rtol=1e-8, atol=1e-11, msg=name)
+
+
+def test_weighted_batchnorm_equals_batchnorm_on_the_expanded_batch():
+    from autoemb_core.model import batch_norm
+    gen = torch.Generator().manual_seed(1)
+    unique = torch.randn(7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    counts = torch.tensor([1, 3, 1, 2, 5, 1, 1])
+    inverse = torch.repeat_interleave(torch.arange(7), counts)
+    a, b = torch.nn.BatchNorm1d(5).double(), torch.nn.BatchNorm1d(5).double()
+    with torch.no_grad():
+        for bn in (a, b):
+            bn.weight.copy_(torch.linspace(0.5, 2, 5))
+            bn.bias.copy_(torch.linspace(-1, 1, 5))
+    weighted = batch_norm(a, unique, "train", counts, len(inverse)).index_select(0, inverse)
+    expanded = batch_norm(b, unique.index_select(0, inverse), "train")
+    torch.testing.assert_close(weighted, expanded)
+    torch.testing.assert_close(a.running_mean, b.running_mean)
+    torch.testing.assert_close(a.running_var, b.running_var)
+    probe = torch.randn(weighted.shape, generator=gen, dtype=torch.float64)
+    g_weighted, = torch.autograd.grad((weighted * probe).sum(), unique)
+    g_expanded, = torch.autograd.grad((expanded * probe).sum(), unique)
+    torch.testing.assert_close(g_weighted, g_expanded)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("method", ["fse", "autoemb"])
+def test_a_batch_of_one_interaction_trains(tiny, method, fast_path):
+    """torch's BatchNorm refuses a batch of one; a stream can end with one (here 4001 = 8 x 500 + 1)."""
+    cfg = Config(method=method, batch_size=500, offline_fraction=0.5, progress=False, fast_path=fast_path)
+    data = tiny.head(4001)
+    trainer = StreamingTrainer(data, cfg)
+    assert trainer.batches.stop[-1] - trainer.batches.start[-1] == 1
+    result = trainer.run()
+    assert np.isfinite(result.summary["online_loss"]) and len(result.samples) == 2001
