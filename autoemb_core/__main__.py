@@ -27,12 +27,14 @@ def _download(args) -> None:
 
 def _run(args) -> dict:
     overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "method", "task", "seed", "max_interactions",
-                                               "results_dir", "device")}
-    overrides["progress"] = not args.no_progress
+                                               "results_dir", "device", *RUN_CONTROL)}
+    overrides.update(progress=not args.no_progress, resume=args.resume or None)
     cfg = Config.from_yaml(args.params, **overrides) if args.params else Config(**{k: v for k, v in overrides.items() if v is not None})
     result = run(cfg)
     folder = result.save(Path(cfg.results_dir) / f"{cfg.dataset}-{cfg.method}-{cfg.task}-seed{cfg.seed}")
     s = result.summary
+    if s["resumed_from_batch"] is not None:
+        print(f"resumed from the checkpoint at batch {s['resumed_from_batch']}")
     print(f"{cfg.method} on {cfg.dataset} ({cfg.task}), {s['n_interactions']:,} interactions, "
           f"{s['samples_per_second']:,.0f} samples/s")
     for stage in ("offline", "online"):
@@ -43,8 +45,10 @@ def _run(args) -> dict:
 
 def _compare(args) -> None:
     base = Config.from_yaml(args.params) if args.params else Config()
-    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device") if getattr(args, k) is not None}
-    base = Config.from_dict({**base.to_dict(), **overrides, "progress": not args.no_progress})
+    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", *RUN_CONTROL)
+                 if getattr(args, k) is not None}
+    base = Config.from_dict({**base.to_dict(), **overrides, "progress": not args.no_progress,
+                             "resume": bool(getattr(args, "resume", False))})
     folder = Path(args.results_dir)
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
     table = overall_table(runs)
@@ -57,8 +61,20 @@ def _compare(args) -> None:
 def _demo(args) -> None:
     """The overall comparison of the four methods on the built-in synthetic stream."""
     args.dataset = args.data_dir = args.max_interactions = args.device = args.params = None
+    args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
     args.methods, args.tasks, args.seeds = list(COMPARED), ["regression"], [0]
     _compare(args)
+
+
+RUN_CONTROL = ("checkpoint_dir", "checkpoint_every", "grad_clip")
+
+
+def _run_control(p) -> None:
+    p.add_argument("--checkpoint-dir", default=None, help="keep a resumable checkpoint of each run here")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="batches between checkpoints (default: about every 5 minutes)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip gradients to this global L2 norm")
 
 
 def main(argv=None) -> int:
@@ -80,6 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--params", default=None, help="a YAML file of settings (see params/); flags override it")
     p.add_argument("--results-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
+    _run_control(p)
     p.set_defaults(func=_run)
     p = sub.add_parser("download", help="download and unpack a MovieLens archive from GroupLens")
     p.add_argument("name")
@@ -96,6 +113,7 @@ def main(argv=None) -> int:
     p.add_argument("--params", default=None)
     p.add_argument("--results-dir", default="results/compare")
     p.add_argument("--no-progress", action="store_true")
+    _run_control(p)
     p.set_defaults(func=_compare)
     p = sub.add_parser("demo", help="the four-method comparison on the built-in synthetic stream")
     p.add_argument("--results-dir", default="results/demo")

@@ -51,6 +51,7 @@ class Config:
     # batch, or incoming: the incoming batch once it has been predicted (data W has not trained on yet)
     validation_size: int | None = None  # None: batch_size
     predict_batchnorm: str = "running"  # BatchNorm statistics used to predict a batch: running or batch
+    grad_clip: float | None = None  # clip the global L2 norm of W's gradient, and of Theta's, to this; None: off
 
     # speed: neither changes the model, only how it is computed (equal within float rounding)
     fast_path: bool = True  # transforms once per unique id, tanh via sigmoid, fused Adam, and the prediction
@@ -60,6 +61,10 @@ class Config:
     record_alpha_every: int = 10  # record selection weights every this many batches
     progress: bool = True
     results_dir: str = "results"
+    checkpoint_dir: str | None = None  # keep a resumable checkpoint of the run here; None: no checkpoints
+    checkpoint_every: int | None = None  # batches between checkpoints; None: about every checkpoint_minutes
+    checkpoint_minutes: float = 5.0
+    resume: bool = False  # continue from checkpoint_dir's checkpoint of this run, if there is one
     params_file: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -108,7 +113,7 @@ class Config:
                 raise DataError(f"{name}={getattr(self, name)!r} is not valid", self.params_file,
                                 hint=f"choose one of {', '.join(allowed)}")
         positive = ["batch_size", "lr", "controller_lr", "popularity_buckets", "record_alpha_every",
-                    "embedding_init_std"]
+                    "embedding_init_std", "checkpoint_minutes"]
         for name in positive:
             if not getattr(self, name) > 0:
                 raise DataError(f"{name} must be > 0, got {getattr(self, name)!r}", self.params_file)
@@ -116,8 +121,21 @@ class Config:
             raise DataError(f"dims must be increasing positive sizes, got {self.dims}", self.params_file)
         if not 0 < self.offline_fraction < 1:
             raise DataError(f"offline_fraction must be in (0, 1), got {self.offline_fraction}", self.params_file)
+        for name in ("grad_clip", "checkpoint_every"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise DataError(f"{name} must be > 0 or null, got {getattr(self, name)!r}", self.params_file)
         if self.xi is not None and self.xi < 0:
             raise DataError(f"xi must be >= 0 (0 = first order), got {self.xi}", self.params_file)
+
+    # where a run's results and checkpoints go, and how it is watched: not part of what it computes
+    BOOKKEEPING = ("progress", "results_dir", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes", "resume",
+                   "device")
+
+    def differences(self, other: dict) -> dict:
+        """Settings that change what a run computes and differ from ``other`` (a :meth:`to_dict`)."""
+        mine = self.to_dict()
+        return {k: (other.get(k), mine.get(k)) for k in sorted(set(mine) | set(other))
+                if k not in self.BOOKKEEPING and mine.get(k) != other.get(k)}
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)

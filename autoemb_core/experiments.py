@@ -221,7 +221,9 @@ def preliminary_study(base: Config, data: Interactions, methods=("fixed-2", "fix
         for x, positions in split.train.items():
             train = subset(data, np.tile(positions, epochs), f"{data.name}-x{x}")
             for method in methods:
-                cfg = dataclasses.replace(base, method=method, seed=seed, progress=False)
+                # many short runs on subsets of one stream: not worth a checkpoint each
+                cfg = dataclasses.replace(base, method=method, seed=seed, progress=False, checkpoint_dir=None,
+                                          resume=False)
                 trainer = StreamingTrainer(train, cfg)
                 trainer.run()
                 loss, correct = trainer.evaluate(data.user[test], data.item[test], data.rating[test])

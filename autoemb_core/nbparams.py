@@ -297,6 +297,8 @@ def notebook_setup(notebook: str, namespace: dict, before=frozenset()) -> Setup:
     settings = {**{name: values[name] for name, knob in spec.items() if knob.config}, **extra, "dataset": dataset}
     if settings.get("data_dir") is not None:
         settings["data_dir"] = str(_resolve_input(Path(settings["data_dir"]), root))
+    if settings.get("checkpoint_dir") is not None and not Path(settings["checkpoint_dir"]).is_absolute():
+        settings["checkpoint_dir"] = str(root / settings["checkpoint_dir"])  # like results_dir
     results_dir = Path(str(values["results_dir"]).replace("{dataset}", dataset))
     results_dir = results_dir if results_dir.is_absolute() else root / results_dir
     settings["results_dir"] = str(results_dir)

@@ -27,6 +27,7 @@ import torch
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from .atomic import atomic_write, write_json_atomic
 from .config import Config
 from .data import load_dataset
@@ -108,6 +109,45 @@ class RunResult:
         return folder
 
 
+class NumericsError(RuntimeError):
+    """A loss or gradient went NaN or infinite; the run stopped before applying it."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the next batch, the metrics so far and the time spent; saved in checkpoints."""
+
+    next_batch: int
+    rows: list  # one tuple per batch done, the columns of RunResult.batches
+    online: dict  # column -> array over the online stage, filled up to the batches done
+    alphas: list  # DataFrames of recorded selection weights
+    seconds: float = 0.0
+
+    COLUMNS = (("user_popularity", np.int64), ("item_popularity", np.int64), ("loss", np.float32), ("correct", bool))
+
+    @classmethod
+    def start(cls, n_online: int) -> "Progress":
+        return cls(0, [], {k: np.empty(n_online, dtype=t) for k, t in cls.COLUMNS}, [])
+
+    def online_done(self) -> int:
+        return sum(row[3] for row in self.rows if row[1] == "online")
+
+    def state(self) -> dict:
+        done = self.online_done()
+        alphas = checkpoint.frame_bytes(pd.concat(self.alphas, ignore_index=True)) if self.alphas else None
+        return {"next_batch": self.next_batch, "rows": list(self.rows), "seconds": self.seconds, "alphas": alphas,
+                "online": {k: torch.from_numpy(v[:done].copy()) for k, v in self.online.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict, n_online: int) -> "Progress":
+        progress = cls.start(n_online)
+        progress.next_batch, progress.rows, progress.seconds = state["next_batch"], list(state["rows"]), state["seconds"]
+        for k, v in state["online"].items():
+            progress.online[k][:len(v)] = v.cpu().numpy()
+        progress.alphas = [] if state["alphas"] is None else [checkpoint.bytes_frame(state["alphas"])]
+        return progress
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -148,6 +188,10 @@ class StreamingTrainer:
                        "target": torch.as_tensor(label, device=dev).to(dtype if cfg.task == "regression" else torch.int64)}
         self.batches = make_batches(len(data), cfg.batch_size, cfg.offline_fraction)
         self.previous: torch.Tensor | None = None  # positions W last trained on
+        self.batch = (0, 0, 0)  # (index, start, stop) of the batch in progress, for error messages
+        self.saved_after: int | None = None  # the batch after which the last checkpoint was written
+        self.resumed_from: int | None = None  # the batch a resumed run continued from
+        self._fingerprint = None
 
     @property
     def reuse_training_forward(self) -> bool:
@@ -162,6 +206,29 @@ class StreamingTrainer:
             return torch.optim.Adam(params, lr=lr, betas=self.cfg.adam_betas, eps=self.cfg.adam_eps,
                                     fused=self.cfg.fast_path or None)
         return torch.optim.SGD(params, lr=lr)
+
+    # -- numerics -------------------------------------------------------------------------------
+    def guard(self, what: str, tensors) -> None:
+        """Stop before a NaN or Inf in ``tensors`` is applied; with ``grad_clip``, rescale them (in place)
+        so that their global L2 norm is at most ``grad_clip``."""
+        tensors = [t for t in tensors if t is not None]
+        if not tensors:
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+        if not bool(torch.isfinite(norm)):
+            raise NumericsError(self._numerics_message(what))
+        if self.cfg.grad_clip is not None and "gradient" in what:
+            torch._foreach_mul_(tensors, torch.clamp(self.cfg.grad_clip / (norm + 1e-6), max=1.0))
+
+    def _numerics_message(self, what: str) -> str:
+        index, start, stop = self.batch
+        cfg = self.cfg
+        kept = (f"The last good checkpoint (after batch {self.saved_after}) is kept in {cfg.checkpoint_dir}."
+                if self.saved_after is not None else
+                "No checkpoint was written yet" + ("." if cfg.checkpoint_dir else " (set checkpoint_dir to keep one)."))
+        return (f"{cfg.method}: non-finite {what} at batch {index} (stream positions {start}-{stop - 1}) of "
+                f"{self.data.name}; the run stopped before applying it. {kept} Try a lower lr "
+                f"({cfg.lr:g}) or controller_lr ({cfg.controller_lr:g}), set grad_clip, or check the input.")
 
     # -- building blocks ------------------------------------------------------------------------
     def view(self, positions: torch.Tensor | slice) -> View:
@@ -274,7 +341,9 @@ class StreamingTrainer:
         if self.previous is None:
             return
         view = self.view(torch.cat([self.previous, validation]))
-        self.update_theta(view, self.hypergradient(view, len(self.previous)))
+        grads = self.hypergradient(view, len(self.previous))
+        self.guard("hypergradient of Theta", grads.values())
+        self.update_theta(view, grads)
 
     # -- W --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -294,8 +363,11 @@ class StreamingTrainer:
         w = self.w_leaves(view)
         outputs = self.outputs(w, weights, view, "train")
         loss = loss_and_correct(outputs, view.target, self.cfg.task)[0].mean()
+        self.guard("training loss", [loss.detach()])
         extra = list(self.controllers.parameters()) if sam else []
         grads = torch.autograd.grad(loss, [*w.values(), *extra], allow_unused=True)
+        self.guard("gradient of W", grads[:len(w)])
+        self.guard("gradient of the controllers (sam)", grads[len(w):])
         for s, g in zip(SIDES, grads[:2]):
             self.tables[s].update(view.ids[s], g)
         for p, g in zip([*list(w.values())[2:], *extra], grads[2:]):
@@ -323,6 +395,7 @@ class StreamingTrainer:
         """Algorithm 1 for one incoming batch. With ``validation: incoming`` Theta's validation batch is
         the incoming batch itself, used after it has been predicted and before W trains on it."""
         incoming = self.cfg.validation == "incoming"
+        self.batch = (index, start, stop)
         if self.cfg.bilevel and not incoming:
             self.bilevel_step(index)
         positions = torch.arange(start, stop, device=self.device)
@@ -336,6 +409,7 @@ class StreamingTrainer:
         else:
             logits, weights = self.scores(view)
             loss, correct = loss_and_correct(logits, view.target, self.cfg.task)
+            self.guard("prediction loss", [loss])
             if self.cfg.bilevel and incoming:
                 self.bilevel_update(positions)
                 with torch.no_grad():
@@ -346,35 +420,109 @@ class StreamingTrainer:
         return Step(view, popularity, loss, correct, weights)
 
     def run(self) -> RunResult:
+        """Stream every batch, checkpointing as configured; with ``resume``, continue from the checkpoint."""
         cfg, batches = self.cfg, self.batches
         n_online = len(self.data) - batches.split
-        online = {k: np.empty(n_online, dtype=t) for k, t in
-                  (("user_popularity", np.int64), ("item_popularity", np.int64), ("loss", np.float32), ("correct", bool))}
-        rows, alphas = [], []
-        bar = tqdm(total=len(self.data), disable=not cfg.progress, unit="int", desc=cfg.method, mininterval=1.0)
-        began = time.perf_counter()
-        for index, (start, stop, is_online) in enumerate(batches):
+        progress = self.restore() if cfg.resume and cfg.checkpoint_dir else None
+        progress = progress or Progress.start(n_online)
+        bar = tqdm(total=len(self.data), disable=not cfg.progress, unit="int", desc=cfg.method, mininterval=1.0,
+                   initial=int(batches.start[progress.next_batch]) if progress.next_batch < len(batches) else len(self.data))
+        began = last_save = time.perf_counter()
+        for index in range(progress.next_batch, len(batches)):
+            start, stop, is_online = int(batches.start[index]), int(batches.stop[index]), bool(batches.online[index])
             t0 = time.perf_counter()
             out = self.step(index, start, stop)
             loss_mean, accuracy = float(out.loss.mean()), float(out.correct.float().mean())
-            rows.append((index, "online" if is_online else "offline", stop, stop - start, loss_mean, accuracy,
-                         time.perf_counter() - t0))
+            progress.rows.append((index, "online" if is_online else "offline", stop, stop - start, loss_mean, accuracy,
+                                  time.perf_counter() - t0))
             if is_online:
                 part = slice(start - batches.split, stop - batches.split)
                 for s in SIDES:
-                    online[f"{s}_popularity"][part] = out.popularity[s][out.view.inverse[s]].cpu().numpy()
-                online["loss"][part] = out.loss.cpu().numpy()
-                online["correct"][part] = out.correct.cpu().numpy()
+                    progress.online[f"{s}_popularity"][part] = out.popularity[s][out.view.inverse[s]].cpu().numpy()
+                progress.online["loss"][part] = out.loss.cpu().numpy()
+                progress.online["correct"][part] = out.correct.cpu().numpy()
             if out.weights["user"] is not None and index % cfg.record_alpha_every == 0:
-                alphas.append(out.alpha_records(index, stop, cfg.dims))
+                progress.alphas.append(out.alpha_records(index, stop, cfg.dims))
+            progress.next_batch = index + 1
             bar.update(stop - start)
             if index % 20 == 0:
                 bar.set_postfix(loss=f"{loss_mean:.4f}", acc=f"{accuracy:.3f}")
+            due = (index + 1) % cfg.checkpoint_every == 0 if cfg.checkpoint_every else \
+                time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
+            if cfg.checkpoint_dir and due and index + 1 < len(batches):
+                self.save_checkpoint(progress, progress.seconds + time.perf_counter() - began)
+                last_save = time.perf_counter()
         bar.close()
-        seconds = time.perf_counter() - began
-        frame = pd.DataFrame(rows, columns=["batch", "stage", "seen", "size", "loss", "accuracy", "seconds"])
-        return RunResult(cfg.to_dict(), self._summary(frame, seconds), frame, pd.DataFrame(online),
-                         pd.concat(alphas, ignore_index=True) if alphas else pd.DataFrame())
+        progress.seconds += time.perf_counter() - began
+        if cfg.checkpoint_dir:  # the finished run: resuming it only rebuilds the results
+            self.save_checkpoint(progress, progress.seconds)
+        frame = pd.DataFrame(progress.rows, columns=["batch", "stage", "seen", "size", "loss", "accuracy", "seconds"])
+        return RunResult(cfg.to_dict(), self._summary(frame, progress.seconds), frame, pd.DataFrame(progress.online),
+                         pd.concat(progress.alphas, ignore_index=True) if progress.alphas else pd.DataFrame())
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Every tensor, optimizer state and RNG state the rest of the run depends on."""
+        optional = {"controllers": self.controllers, "controller_opt": getattr(self, "controller_opt", None)}
+        return {
+            "tables": {s: self.tables[s].state() for s in SIDES},
+            "logits": None if self.logits is None else {s: self.logits[s].state() for s in SIDES},
+            "dlrs": self.dlrs.state_dict(), "dlrs_opt": self.dlrs_opt.state_dict(),
+            **{k: None if v is None else v.state_dict() for k, v in optional.items()},
+            "popularity": self.popularity, "last_weights": self.last_weights, "last_loss": self.last_loss,
+            "previous": self.previous,
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+        }
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        for group in ("tables", "logits"):
+            for s, table in (getattr(self, group) or {}).items():
+                for k, v in state[group][s].items():
+                    getattr(table, k).copy_(v)
+        self.dlrs.load_state_dict(state["dlrs"])
+        self.dlrs_opt.load_state_dict(state["dlrs_opt"])
+        if self.controllers is not None:
+            self.controllers.load_state_dict(state["controllers"])
+            self.controller_opt.load_state_dict(state["controller_opt"])
+        for name in ("popularity", "last_weights", "last_loss"):
+            for s in SIDES:
+                getattr(self, name)[s].copy_(state[name][s])
+        self.previous = state["previous"]
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return checkpoint.checkpoint_path(self.cfg, self.data)
+
+    def fingerprint(self) -> dict:
+        if self._fingerprint is None:
+            self._fingerprint = checkpoint.fingerprint(self.data)
+        return self._fingerprint
+
+    def save_checkpoint(self, progress: Progress, seconds: float) -> Path:
+        """Write this run's checkpoint atomically (a reader sees the previous one or this one)."""
+        checkpoint.save(self.checkpoint_path, {"config": self.cfg.to_dict(), "data": self.fingerprint(),
+                                               "versions": versions(), "trainer": self.state(),
+                                               "progress": {**progress.state(), "seconds": seconds}})
+        self.saved_after = progress.next_batch - 1
+        return self.checkpoint_path
+
+    def restore(self) -> Progress | None:
+        """Load this run's checkpoint, if there is one; None otherwise (the run starts from the beginning)."""
+        path = self.checkpoint_path
+        if not path.is_file():
+            return None
+        payload = checkpoint.load(path, self.cfg, self.data, self.device)
+        self.load_state(payload["trainer"])
+        progress = Progress.from_state(payload["progress"], len(self.data) - self.batches.split)
+        self.resumed_from = progress.next_batch
+        self.saved_after = progress.next_batch - 1
+        return progress
 
     def _summary(self, frame: pd.DataFrame, seconds: float) -> dict:
         summary = {"method": self.cfg.method, "task": self.cfg.task, "dataset": self.data.name, "seed": self.cfg.seed}
@@ -385,6 +533,7 @@ class StreamingTrainer:
             summary[f"{stage}_accuracy"] = float((part.accuracy * part["size"]).sum() / size) if size else float("nan")
         summary.update(n_interactions=len(self.data), n_users=self.data.n_users, n_items=self.data.n_items,
                        seconds=seconds, samples_per_second=len(self.data) / seconds, device=str(self.device),
+                       resumed_from_batch=self.resumed_from,
                        config=self.cfg.to_dict(), versions=versions())
         return summary
 
@@ -406,7 +555,7 @@ def versions() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"autoemb": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
-            "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "torch": str(torch.__version__), "numpy": np.__version__, "pandas": pd.__version__,
             "pyarrow": pyarrow.__version__, "git_commit": commit}
 
 
