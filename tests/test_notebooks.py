@@ -97,3 +97,18 @@ def test_bad_parameters_stop_the_first_cells_with_a_message(tmp_path, parameters
     nb = nbformat.read(tmp_path / FILES["overall"], as_version=4)
     failed = [i for i, c in enumerate(code_cells(nb)) if any(o.get("output_type") == "error" for o in c.outputs)]
     assert failed == [3]  # imports, parameters, injected parameters, then the setup cell
+
+
+def test_notebooks_take_checkpoint_parameters_and_resume(tmp_path, netflix_dir):
+    """checkpoint_dir, checkpoint_every and resume reach every run of a notebook; a resumed notebook rebuilds
+    the same results from the finished runs' checkpoints."""
+    ckpt = tmp_path / "ckpt"
+    common = dict(dataset="netflix", data_dir=str(netflix_dir), methods=["fse", "autoemb"],
+                  checkpoint_dir=str(ckpt), checkpoint_every=2)
+    (tmp_path / "first").mkdir(), (tmp_path / "second").mkdir()
+    papermill("data_efficiency", tmp_path / "first", results_dir=str(tmp_path / "a"), **common)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["netflix-autoemb-regression-seed0.pt",
+                                                      "netflix-fse-regression-seed0.pt"]
+    papermill("data_efficiency", tmp_path / "second", results_dir=str(tmp_path / "b"), resume=True, **common)
+    a, b = (pd.read_csv(tmp_path / d / "figure8_offline.csv") for d in ("a", "b"))
+    pd.testing.assert_frame_equal(a, b)
