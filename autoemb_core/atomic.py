@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -59,6 +60,31 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextmanager
+def atomic_folder(folder):
+    """``with atomic_folder(folder) as stage: ...`` -- files written into ``stage`` replace ``folder`` as a set,
+    only if the block succeeds; a failure (a full disk, an exception) leaves the previous ``folder`` whole.
+
+    The old folder is renamed aside, the stage renamed into place, then the old one deleted: a crash between
+    the two renames leaves the previous set under ``.<name>.old-*`` beside it."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield stage
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+        os.replace(stage, folder)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _fsync_folder(folder.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json_atomic(path, obj) -> None:

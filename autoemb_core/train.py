@@ -28,7 +28,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .atomic import atomic_write, write_json_atomic
+from .atomic import atomic_folder, atomic_write, write_json_atomic
 from .config import Config
 from .data import load_dataset
 from .interactions import Interactions, binary_label, class_label
@@ -98,14 +98,16 @@ class RunResult:
     alphas: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def save(self, folder) -> Path:
-        """Write summary.json, batches.csv, samples.parquet and alphas.parquet atomically."""
+        """Write summary.json, batches.csv, samples.parquet and alphas.parquet into ``folder``, replacing a
+        previous run's files as one set: a failed write (a full disk) leaves the previous set whole."""
         folder = Path(folder)
-        for name, frame in (("samples.parquet", self.samples), ("alphas.parquet", self.alphas)):
-            with atomic_write(folder / name) as f:
-                frame.to_parquet(f, index=False)
-        with atomic_write(folder / "batches.csv", "w") as f:
-            self.batches.to_csv(f, index=False)
-        write_json_atomic(folder / "summary.json", self.summary)
+        with atomic_folder(folder) as stage:
+            for name, frame in (("samples.parquet", self.samples), ("alphas.parquet", self.alphas)):
+                with atomic_write(stage / name) as f:
+                    frame.to_parquet(f, index=False)
+            with atomic_write(stage / "batches.csv", "w") as f:
+                self.batches.to_csv(f, index=False)
+            write_json_atomic(stage / "summary.json", self.summary)
         return folder
 
 

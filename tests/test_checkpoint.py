@@ -288,3 +288,31 @@ def test_a_checkpoint_write_that_runs_out_of_space_leaves_the_previous_one(tiny,
     assert os.listdir(saved.checkpoint_dir) == [os.path.basename(path)]
     monkeypatch.setattr(torch, "save", real_save)
     assert resume_with(tiny.head(6000), saved).summary["resumed_from_batch"] == 10
+
+
+def test_results_that_run_out_of_space_leave_the_previous_set_whole(tiny, tmp_path, monkeypatch):
+    folder = tmp_path / "results" / "run"
+    first = run(small(method="fse", seed=1), tiny)
+    first.save(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert set(before) == {"summary.json", "batches.csv", "samples.parquet", "alphas.parquet"}
+    assert json_of(folder)["seed"] == 1 and json_of(folder)["versions"]["git_commit"] is not None
+    second = run(small(method="fse", seed=2), tiny)
+    real = pd.DataFrame.to_csv
+
+    def full_disk(self, f, *args, **kwargs):  # the third of four files
+        real(self, f, *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        second.save(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["run"], "a staging folder was left"
+    monkeypatch.setattr(pd.DataFrame, "to_csv", real)
+    second.save(folder)
+    assert json_of(folder)["seed"] == 2 and [p.name for p in (tmp_path / "results").iterdir()] == ["run"]
+
+
+def json_of(folder):
+    import json
+    return json.loads((folder / "summary.json").read_text())
