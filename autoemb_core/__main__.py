@@ -47,8 +47,7 @@ def _compare(args) -> None:
     base = Config.from_yaml(args.params) if args.params else Config()
     overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", *RUN_CONTROL)
                  if getattr(args, k) is not None}
-    base = Config.from_dict({**base.to_dict(), **overrides, "progress": not args.no_progress,
-                             "resume": bool(getattr(args, "resume", False))})
+    base = Config.from_dict({**base.to_dict(), **overrides, "progress": not args.no_progress, "resume": args.resume})
     folder = Path(args.results_dir)
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
     table = overall_table(runs)
@@ -62,6 +61,7 @@ def _demo(args) -> None:
     """The overall comparison of the four methods on the built-in synthetic stream."""
     args.dataset = args.data_dir = args.max_interactions = args.device = args.params = None
     args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
+    args.resume = False
     args.methods, args.tasks, args.seeds = list(COMPARED), ["regression"], [0]
     _compare(args)
 

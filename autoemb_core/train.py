@@ -120,8 +120,7 @@ class NumericsError(RuntimeError):
 class Progress:
     """Where a run stands: the next batch, the metrics so far and the time spent; saved in checkpoints."""
 
-    next_batch: int
-    rows: list  # one tuple per batch done, the columns of RunResult.batches
+    rows: list  # one tuple per batch done, in order, the columns of RunResult.batches
     online: dict  # column -> array over the online stage, filled up to the batches done
     alphas: list  # DataFrames of recorded selection weights
     seconds: float = 0.0
@@ -130,7 +129,11 @@ class Progress:
 
     @classmethod
     def start(cls, n_online: int) -> "Progress":
-        return cls(0, [], {k: np.empty(n_online, dtype=t) for k, t in cls.COLUMNS}, [])
+        return cls([], {k: np.empty(n_online, dtype=t) for k, t in cls.COLUMNS}, [])
+
+    @property
+    def next_batch(self) -> int:
+        return len(self.rows)
 
     def online_done(self) -> int:
         return sum(row[3] for row in self.rows if row[1] == "online")
@@ -144,11 +147,14 @@ class Progress:
     @classmethod
     def from_state(cls, state: dict, n_online: int) -> "Progress":
         progress = cls.start(n_online)
-        progress.next_batch, progress.rows, progress.seconds = state["next_batch"], list(state["rows"]), state["seconds"]
+        progress.rows, progress.seconds = list(state["rows"]), state["seconds"]
         for k, v in state["online"].items():
             progress.online[k][:len(v)] = v.cpu().numpy()
         progress.alphas = [] if state["alphas"] is None else [checkpoint.bytes_frame(state["alphas"])]
         return progress
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def keep_freed_memory() -> None:
@@ -166,9 +172,6 @@ def keep_freed_memory() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
     except (OSError, AttributeError):
         pass
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def resolve_device(name: str) -> torch.device:
@@ -233,16 +236,16 @@ class StreamingTrainer:
         return torch.optim.SGD(params, lr=lr)
 
     # -- numerics -------------------------------------------------------------------------------
-    def guard(self, what: str, tensors) -> None:
-        """Stop before a NaN or Inf in ``tensors`` is applied; with ``grad_clip``, rescale them (in place)
-        so that their global L2 norm is at most ``grad_clip``."""
+    def guard(self, what: str, tensors, clip: bool = False) -> None:
+        """Stop before a NaN or Inf in ``tensors`` is applied; with ``clip`` and ``grad_clip`` set, rescale
+        them (in place) so that their global L2 norm is at most ``grad_clip``."""
         tensors = [t for t in tensors if t is not None]
         if not tensors:
             return
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
         if not bool(torch.isfinite(norm)):
             raise NumericsError(self._numerics_message(what))
-        if self.cfg.grad_clip is not None and "gradient" in what:
+        if clip and self.cfg.grad_clip is not None:
             torch._foreach_mul_(tensors, torch.clamp(self.cfg.grad_clip / (norm + 1e-6), max=1.0))
 
     def _numerics_message(self, what: str) -> str:
@@ -367,7 +370,7 @@ class StreamingTrainer:
             return
         view = self.view(torch.cat([self.previous, validation]))
         grads = self.hypergradient(view, len(self.previous))
-        self.guard("hypergradient of Theta", grads.values())
+        self.guard("hypergradient of Theta", grads.values(), clip=True)
         self.update_theta(view, grads)
 
     # -- W --------------------------------------------------------------------------------------
@@ -391,8 +394,8 @@ class StreamingTrainer:
         self.guard("training loss", [loss.detach()])
         extra = list(self.controllers.parameters()) if sam else []
         grads = torch.autograd.grad(loss, [*w.values(), *extra], allow_unused=True)
-        self.guard("gradient of W", grads[:len(w)])
-        self.guard("gradient of the controllers (sam)", grads[len(w):])
+        self.guard("gradient of W", grads[:len(w)], clip=True)
+        self.guard("gradient of the controllers (sam)", grads[len(w):], clip=True)
         for s, g in zip(SIDES, grads[:2]):
             self.tables[s].update(view.ids[s], g)
         for p, g in zip([*list(w.values())[2:], *extra], grads[2:]):
@@ -468,7 +471,6 @@ class StreamingTrainer:
                 progress.online["correct"][part] = out.correct.cpu().numpy()
             if out.weights["user"] is not None and index % cfg.record_alpha_every == 0:
                 progress.alphas.append(out.alpha_records(index, stop, cfg.dims))
-            progress.next_batch = index + 1
             bar.update(stop - start)
             if index % 20 == 0:
                 bar.set_postfix(loss=f"{loss_mean:.4f}", acc=f"{accuracy:.3f}")

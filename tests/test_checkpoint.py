@@ -261,11 +261,11 @@ def test_nan_stops_the_run_naming_batch_and_method_and_keeps_the_checkpoint(tiny
 def test_gradient_clipping_bounds_the_global_norm(tiny):
     trainer = StreamingTrainer(tiny.head(2000), small(method="fse", grad_clip=0.5))
     grads = [torch.full((3, 4), 2.0), torch.full((5,), -1.0), None]
-    trainer.guard("gradient of W", grads)
+    trainer.guard("gradient of W", grads, clip=True)
     norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads if g is not None]))
     assert float(norm) == pytest.approx(0.5, rel=1e-5)
     kept = [torch.full((2,), 0.1)]
-    trainer.guard("gradient of W", kept)
+    trainer.guard("gradient of W", kept, clip=True)
     assert torch.equal(kept[0], torch.full((2,), 0.1))  # under the bound: untouched
     result = run(small(method="autoemb", grad_clip=1e-3), tiny)
     assert np.isfinite(result.summary["online_loss"])

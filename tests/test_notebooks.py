@@ -1,6 +1,7 @@
 """The notebooks: one parameters cell that matches the package's spec, thin code, committed outputs, and
 headless runs with papermill on another dataset, including the failures a user can cause."""
 import ast
+import json
 import shutil
 from pathlib import Path
 
@@ -112,3 +113,7 @@ def test_notebooks_take_checkpoint_parameters_and_resume(tmp_path, netflix_dir):
     papermill("data_efficiency", tmp_path / "second", results_dir=str(tmp_path / "b"), resume=True, **common)
     a, b = (pd.read_csv(tmp_path / d / "figure8_offline.csv") for d in ("a", "b"))
     pd.testing.assert_frame_equal(a, b)
+    for method in ("fse", "autoemb"):  # the second run rebuilt its results from the finished checkpoints
+        first, second = (json.loads((tmp_path / d / "runs" / f"regression-{method}-seed0" / "summary.json").read_text())
+                         for d in ("a", "b"))
+        assert first["resumed_from_batch"] is None and second["resumed_from_batch"] > 0
