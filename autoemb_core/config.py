@@ -9,9 +9,13 @@ import yaml
 
 from .interactions import DataError
 
-METHODS = ("fse", "sam", "darts", "autoemb", "fixed-2", "fixed-16", "fixed-128")
+REFERENCE = ("global-mean", "item-mean", "biases")  # the floor: predictors with no embeddings
+CONTROLS = ("uniform", "random", "popularity-rule")  # fixed allocations in the AutoEmb architecture
+METHODS = ("fse", "sam", "darts", "autoemb", *CONTROLS, *REFERENCE, "fixed-2", "fixed-16", "fixed-128")
 BILEVEL = ("darts", "autoemb")  # Theta trained on validation data by the bilevel step
-SELECTING = ("sam", "darts", "autoemb")  # the AutoEmb architecture: N spaces and selection weights
+SELECTING = ("sam", "darts", "autoemb", *CONTROLS)  # the AutoEmb architecture: N spaces and selection weights
+TUNABLE = ("lr", "table_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
+           "embedding_init_std")  # the settings a ``tuned:`` block of a params file may set
 
 
 @dataclass
@@ -38,17 +42,27 @@ class Config:
     shared_batchnorm: bool = False  # one BatchNorm for all spaces (ESAPN) instead of one per space
     selection: str = "mean"  # eq. 7: (1/N) sum_n alpha_n e_n; "sum" drops the 1/N
     embedding_init_std: float = 0.1
+    popularity_thresholds: tuple[int, ...] | None = None  # popularity-rule: space n for popularity in
+    # [thresholds[n-1], thresholds[n]); N - 1 increasing thresholds, so d grows with popularity; None: 8, 64, ...
+    item_prior: float = 5.0  # item-mean: pseudo-interactions at the global mean that shrink a rare item's mean
 
     # optimisation
-    optimizer: str = "adam"  # adam (row-wise lazy Adam for tables) or sgd
-    lr: float = 3e-3  # DLRS parameters W, embedding tables included (chosen by benchmarks/lr_sweep.py)
-    controller_lr: float = 1e-4  # Theta: controllers (autoemb, sam) or logits (darts) (idem)
+    optimizer: str = "adam"  # the dense parameters (DLRS layers, controllers): adam or sgd
+    table_optimizer: str = "adagrad"  # embedding and bias tables, row-wise: adagrad, adam (lazy) or sgd
+    lr: float = 3e-4  # W's dense layers (and the tables when table_lr is None)
+    table_lr: float | None = 0.2  # W's embedding tables (and biases' bias tables); None: = lr
+    controller_lr: float = 1e-4  # Theta of autoemb and sam: the controllers
+    logit_lr: float = 0.1  # Theta of darts: the per-id logits, row-wise with table_optimizer
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
-    xi: float | None = None  # virtual step size of eq. 9; None: = lr; 0: first-order
+    unroll: str = "optimizer"  # eq. 9's virtual step W' = W - step: the step W's own optimizers take
+    # (row-wise for the tables, dense for the DLRS, with their current moments), or "sgd": xi * grad
+    xi: float | None = None  # sgd unroll: the virtual step size; None: = lr; 0: first order (either unroll)
     hypergradient: str = "exact"  # exact (double backprop) or finite-difference (DARTS, at the original W)
     validation: str = "uniform"  # Theta's validation batch: uniform over all past interactions, the previous
-    # batch, or incoming: the incoming batch once it has been predicted (data W has not trained on yet)
+    # batch, incoming: the incoming batch once it has been predicted (data W has not trained on yet), or
+    # holdout: uniform over the past held-out interactions (W never trains on them, for every method)
+    holdout_fraction: float = 0.1  # validation=holdout: the share of every batch held out from W's training
     validation_size: int | None = None  # None: batch_size
     predict_batchnorm: str = "running"  # BatchNorm statistics used to predict a batch: running or batch
     grad_clip: float | None = None  # clip the global L2 norm of W's gradient, and of Theta's, to this; None: off
@@ -65,6 +79,8 @@ class Config:
     checkpoint_every: int | None = None  # batches between checkpoints; None: about every checkpoint_minutes
     checkpoint_minutes: float = 5.0
     resume: bool = False  # continue from checkpoint_dir's checkpoint of this run, if there is one
+    tuned: dict = field(default_factory=dict)  # {task: {method: {setting: value}}}, from a params file
+    explicit: tuple[str, ...] = ()  # settings given explicitly: a tuned value never overrides them
     params_file: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -72,6 +88,10 @@ class Config:
         self.hidden = tuple(int(h) for h in self.hidden)
         self.controller_hidden = tuple(int(h) for h in self.controller_hidden)
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        if self.popularity_thresholds is not None:
+            self.popularity_thresholds = tuple(int(t) for t in self.popularity_thresholds)
+        self.explicit = tuple(self.explicit)
+        self.tuned = self.tuned or {}
         self.validate()
 
     # -- derived ------------------------------------------------------------------------------
@@ -85,6 +105,38 @@ class Config:
     @property
     def selecting(self) -> bool:
         return self.method in SELECTING
+
+    @property
+    def reference(self) -> bool:
+        return self.method in REFERENCE
+
+    @property
+    def rule_thresholds(self) -> tuple[int, ...]:
+        """popularity-rule's thresholds: as set, or 8, 64, ... (one fewer than dims)."""
+        if self.popularity_thresholds is not None:
+            return self.popularity_thresholds
+        return tuple(8 ** k for k in range(1, len(self.dims)))
+
+    @property
+    def rows_lr(self) -> float:
+        """The embedding tables' learning rate."""
+        return self.lr if self.table_lr is None else self.table_lr
+
+    @property
+    def holdout(self) -> float:
+        """The share of every batch W never trains on (0 unless validation is holdout)."""
+        return self.holdout_fraction if self.validation == "holdout" else 0.0
+
+    def resolved(self) -> "Config":
+        """This run's settings with the tuned values for its task and method applied, except where a
+        setting was given explicitly."""
+        values = self.tuned_values()
+        return dataclasses.replace(self, **values) if values else self
+
+    def tuned_values(self) -> dict:
+        """The tuned values :meth:`resolved` applies to this run."""
+        values = self.tuned.get(self.task, {}).get(self.method, {})
+        return {k: v for k, v in values.items() if k not in self.explicit}
 
     @property
     def bilevel(self) -> bool:
@@ -106,14 +158,16 @@ class Config:
     def validate(self) -> None:
         choices = {"task": ("regression", "classification"), "method": METHODS, "device": ("cpu", "cuda", "auto"),
                    "selection": ("mean", "sum"), "optimizer": ("adam", "sgd"),
-                   "hypergradient": ("exact", "finite-difference"), "validation": ("uniform", "previous", "incoming"),
+                   "hypergradient": ("exact", "finite-difference"), "unroll": ("optimizer", "sgd"),
+                   "validation": ("uniform", "previous", "incoming", "holdout"),
+                   "table_optimizer": ("adam", "adagrad", "sgd"),
                    "predict_batchnorm": ("running", "batch")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise DataError(f"{name}={getattr(self, name)!r} is not valid", self.params_file,
                                 hint=f"choose one of {', '.join(allowed)}")
-        positive = ["batch_size", "lr", "controller_lr", "popularity_buckets", "record_alpha_every",
-                    "embedding_init_std", "checkpoint_minutes"]
+        positive = ["batch_size", "lr", "controller_lr", "logit_lr", "popularity_buckets", "record_alpha_every",
+                    "embedding_init_std", "checkpoint_minutes", "item_prior"]
         for name in positive:
             if not getattr(self, name) > 0:
                 raise DataError(f"{name} must be > 0, got {getattr(self, name)!r}", self.params_file)
@@ -121,15 +175,38 @@ class Config:
             raise DataError(f"dims must be increasing positive sizes, got {self.dims}", self.params_file)
         if not 0 < self.offline_fraction < 1:
             raise DataError(f"offline_fraction must be in (0, 1), got {self.offline_fraction}", self.params_file)
-        for name in ("grad_clip", "checkpoint_every"):
+        for name in ("grad_clip", "checkpoint_every", "table_lr"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise DataError(f"{name} must be > 0 or null, got {getattr(self, name)!r}", self.params_file)
         if self.xi is not None and self.xi < 0:
             raise DataError(f"xi must be >= 0 (0 = first order), got {self.xi}", self.params_file)
+        if not 0 < self.holdout_fraction < 1:
+            raise DataError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}", self.params_file)
+        t = self.rule_thresholds
+        if len(t) != len(self.dims) - 1 or list(t) != sorted(set(t)) or (t and t[0] < 1):
+            raise DataError(f"popularity_thresholds must be {len(self.dims) - 1} increasing positive counts (one "
+                            f"fewer than dims), got {list(t)}", self.params_file)
+        self._validate_tuned()
+
+    def _validate_tuned(self) -> None:
+        if not isinstance(self.tuned, dict):
+            raise DataError("tuned must be a mapping {task: {method: {setting: value}}}", self.params_file)
+        for task, methods in self.tuned.items():
+            if task not in ("regression", "classification") or not isinstance(methods, dict):
+                raise DataError(f"tuned: {task!r} is not a task with a mapping of methods", self.params_file,
+                                hint="tuned: {regression: {fse: {lr: 0.001}}}")
+            for method, values in methods.items():
+                if method not in METHODS or not isinstance(values, dict):
+                    raise DataError(f"tuned.{task}: {method!r} is not a method with a mapping of settings",
+                                    self.params_file, hint=f"methods: {', '.join(METHODS)}")
+                bad = sorted(set(values) - set(TUNABLE))
+                if bad:
+                    raise DataError(f"tuned.{task}.{method}: {bad} cannot be tuned", self.params_file,
+                                    hint=f"tunable settings: {', '.join(TUNABLE)}")
 
     # where a run's results and checkpoints go, and how it is watched: not part of what it computes
     BOOKKEEPING = ("progress", "results_dir", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes", "resume",
-                   "device")
+                   "device", "tuned", "explicit")
 
     def differences(self, other: dict) -> dict:
         """Settings that change what a run computes and differ from ``other`` (a :meth:`to_dict`)."""
@@ -140,6 +217,12 @@ class Config:
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
                 for f in dataclasses.fields(self) if f.name != "params_file"}
+
+    def with_overrides(self, **overrides) -> "Config":
+        """A copy with ``overrides`` (None values ignored) set and marked explicit."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        values = {**self.to_dict(), **overrides, "explicit": sorted(set(self.explicit) | set(overrides))}
+        return type(self).from_dict(values, self.params_file)
 
     @classmethod
     def from_dict(cls, values: dict, source=None) -> "Config":
@@ -167,4 +250,5 @@ class Config:
         if not isinstance(values, dict):
             raise DataError("expected a mapping of setting: value", path)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values["explicit"] = sorted(set(values.get("explicit", ())) | (set(values) - {"tuned", "explicit"}))
         return cls.from_dict(values, path)

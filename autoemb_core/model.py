@@ -15,30 +15,76 @@ from .config import Config
 SIDES = ("user", "item")
 
 
+def optimizer_step(kind: str, grad: torch.Tensor, state: dict, lr: float, betas=(0.9, 0.999),
+                   eps: float = 1e-8) -> torch.Tensor:
+    """The step ``delta`` (W <- W - delta) that optimizer ``kind`` takes for ``grad`` from its ``state``, as a
+    pure, differentiable function of ``grad``: the unrolled step of eq. 9 and the real update share it.
+
+    ``state`` holds ``m``, ``v`` and ``steps`` (adam: per-element or per-row step counts already taken) or
+    ``sum`` (adagrad), each broadcastable to ``grad``; sgd needs none. The square root is taken of a value
+    clamped at 1e-30 so that its derivative stays finite where a moment is exactly 0 (the step changes by
+    at most 1e-15 against eps 1e-8)."""
+    if kind == "sgd":
+        return grad * lr
+    if kind == "adagrad":
+        return grad * lr / ((state["sum"] + grad * grad).clamp_min(1e-30).sqrt() + eps)
+    if kind != "adam":
+        raise ValueError(f"unknown optimizer {kind!r}")
+    beta1, beta2 = betas
+    t = state["steps"] + 1
+    m = state["m"] * beta1 + grad * (1 - beta1)
+    v = state["v"] * beta2 + grad * grad * (1 - beta2)
+    return m * (lr / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).clamp_min(1e-30).sqrt() + eps)
+
+
 class SparseRows:
     """A table of rows with its own row-wise optimizer: lazy Adam (moments and step count kept per row,
-    so a row's bias correction counts only the steps it was updated in) or plain SGD."""
+    so a row's bias correction counts only the steps it was updated in), row-wise Adagrad (per-element
+    sums of squared gradients, the usual optimizer for sparse embeddings) or plain SGD."""
 
-    def __init__(self, n: int, width: int, cfg: Config, lr: float, init_std: float, generator, device, dtype):
+    def __init__(self, n: int, width: int, optimizer: str, lr: float, init_std: float, generator, device, dtype,
+                 betas=(0.9, 0.999), eps: float = 1e-8):
         self.weight = torch.randn(n, width, generator=generator, dtype=dtype).mul_(init_std).to(device) \
             if init_std > 0 else torch.zeros(n, width, dtype=dtype, device=device)
-        self.lr, self.adam = lr, cfg.optimizer == "adam"
-        self.beta1, self.beta2 = cfg.adam_betas
-        self.eps = cfg.adam_eps
+        self.optimizer, self.lr = optimizer, lr
+        self.adam = optimizer == "adam"
+        self.beta1, self.beta2 = betas
+        self.eps = eps
         if self.adam:
             self.m = torch.zeros_like(self.weight)
             self.v = torch.zeros_like(self.weight)
             self.steps = torch.zeros(n, dtype=torch.int64, device=device)
+        elif optimizer == "adagrad":
+            self.sum = torch.zeros_like(self.weight)
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """A leaf copy of ``rows`` to differentiate through."""
         return self.weight.index_select(0, rows).requires_grad_(True)
 
+    def rows_state(self, rows: torch.Tensor) -> dict:
+        """The optimizer state of ``rows``, for :func:`optimizer_step`."""
+        if self.adam:
+            return {"m": self.m.index_select(0, rows), "v": self.v.index_select(0, rows),
+                    "steps": self.steps.index_select(0, rows).to(self.weight.dtype).unsqueeze(1)}
+        if self.optimizer == "adagrad":
+            return {"sum": self.sum.index_select(0, rows)}
+        return {}
+
+    def virtual_step(self, rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The step :meth:`update` would take for ``grad``, differentiable in ``grad``; nothing changes."""
+        return optimizer_step(self.optimizer, grad, self.rows_state(rows), self.lr, (self.beta1, self.beta2),
+                              self.eps)
+
     @torch.no_grad()
     def update(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
         """Descend ``grad`` on the given unique ``rows`` only."""
-        if not self.adam:
+        if self.optimizer == "sgd":
             self.weight.index_add_(0, rows, grad, alpha=-self.lr)
+            return
+        if self.optimizer == "adagrad":
+            total = self.sum.index_select(0, rows).addcmul_(grad, grad)
+            self.sum.index_copy_(0, rows, total)
+            self.weight.index_add_(0, rows, grad / total.sqrt_().add_(self.eps), alpha=-self.lr)
             return
         steps = self.steps.index_select(0, rows) + 1
         m = self.m.index_select(0, rows).lerp_(grad, 1 - self.beta1)
@@ -52,7 +98,7 @@ class SparseRows:
         self.weight.index_add_(0, rows, m.div_(denominator).mul_(step_size))
 
     def state(self) -> dict:
-        return {k: getattr(self, k) for k in ("weight", "m", "v", "steps") if hasattr(self, k)}
+        return {k: getattr(self, k) for k in ("weight", "m", "v", "steps", "sum") if hasattr(self, k)}
 
 
 def mlp(sizes: list[int], activation=nn.Tanh) -> nn.Sequential:

@@ -1,10 +1,12 @@
 """The streaming protocol's bookkeeping: the offline/online split, mini-batches, causal popularity and
-validation sampling. Everything here only ever looks at interactions strictly before the current batch."""
+validation sampling, the held-out share, and the batch view of unique ids. Everything here only ever looks
+at interactions strictly before the current batch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .interactions import DataError
 
@@ -65,12 +67,21 @@ def popularity_before_batch(ids: np.ndarray, batches: Batches) -> np.ndarray:
     return popularity
 
 
+def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Which of ``n`` stream positions are held out from W's training: each independently with probability
+    ``fraction``, drawn from ``seed`` alone, so that every method run with that seed holds out the same ones."""
+    if fraction <= 0:
+        return np.zeros(n, dtype=bool)
+    return np.random.default_rng([seed, 0x401D]).random(n) < fraction
+
+
 def sample_validation(rng: np.random.Generator, batches: Batches, index: int, size: int,
-                      mode: str = "uniform") -> np.ndarray:
+                      mode: str = "uniform", held: np.ndarray | None = None) -> np.ndarray:
     """Stream positions of a validation mini-batch for batch ``index``, drawn only from the past.
 
     ``uniform``: ``size`` draws with replacement from all interactions before the batch (the default);
-    ``previous``: the previous batch. Empty for the first batch, which has no past.
+    ``previous``: the previous batch; ``holdout``: ``size`` draws with replacement from the positions before
+    the batch that ``held`` (the sorted held-out positions) lists. Empty when the batch has no such past.
     """
     start = int(batches.start[index])
     if start == 0:
@@ -79,4 +90,38 @@ def sample_validation(rng: np.random.Generator, batches: Batches, index: int, si
         return rng.integers(0, start, size=size, dtype=np.int64)
     if mode == "previous":
         return np.arange(int(batches.start[index - 1]), start, dtype=np.int64)
-    raise DataError(f"unknown validation mode {mode!r}", hint="use 'uniform' or 'previous'")
+    if mode == "holdout":
+        past = int(np.searchsorted(held, start))
+        if past == 0:
+            return np.zeros(0, dtype=np.int64)
+        return held[rng.integers(0, past, size=size)].astype(np.int64)
+    raise DataError(f"unknown validation mode {mode!r}", hint="use 'uniform', 'previous' or 'holdout'")
+
+
+@dataclass
+class View:
+    """Stream positions with their unique ids: every per-id computation runs once per unique id.
+
+    W's rows and Theta's weights are gathered once for ``ids``; a part of the view (the training or the
+    validation half of the bilevel step) names its own unique ids by their positions ``local`` in ``ids``."""
+
+    ids: dict  # side -> unique ids (tensor)
+    inverse: dict  # side -> per-sample index into this view's unique ids
+    counts: dict  # side -> samples per unique id of this view
+    target: torch.Tensor
+    local: dict | None = None  # side -> positions in ids of this part's unique ids; None: all of ids
+
+    @classmethod
+    def of(cls, columns: dict, target: torch.Tensor) -> "View":
+        split = {s: torch.unique(c, return_inverse=True, return_counts=True) for s, c in columns.items()}
+        return cls(*({s: u[k] for s, u in split.items()} for k in range(3)), target)
+
+    def part(self, lo: int, hi: int) -> "View":
+        inner = View.of({s: v[lo:hi] for s, v in self.inverse.items()}, self.target[lo:hi])
+        return View(self.ids, inner.inverse, inner.counts, inner.target, inner.ids)
+
+    def gather(self, side: str, table: torch.Tensor | None) -> torch.Tensor | None:
+        """This part's rows of ``table``, a tensor with one row per id of ``ids``."""
+        if table is None or self.local is None:
+            return table
+        return table.index_select(0, self.local[side])

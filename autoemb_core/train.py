@@ -33,37 +33,10 @@ from .atomic import atomic_folder, atomic_write, write_json_atomic
 from .config import Config
 from .data import load_dataset
 from .interactions import Interactions, binary_label, class_label
-from .model import DLRS, SIDES, Controller, SparseRows, controller_features, loss_and_correct
-from .stream import make_batches, sample_validation
-
-
-@dataclass
-class View:
-    """Stream positions with their unique ids: every per-id computation runs once per unique id.
-
-    W's rows and Theta's weights are gathered once for ``ids``; a part of the view (the training or the
-    validation half of the bilevel step) names its own unique ids by their positions ``local`` in ``ids``."""
-
-    ids: dict  # side -> unique ids (tensor)
-    inverse: dict  # side -> per-sample index into this view's unique ids
-    counts: dict  # side -> samples per unique id of this view
-    target: torch.Tensor
-    local: dict | None = None  # side -> positions in ids of this part's unique ids; None: all of ids
-
-    @classmethod
-    def of(cls, columns: dict, target: torch.Tensor) -> "View":
-        split = {s: torch.unique(c, return_inverse=True, return_counts=True) for s, c in columns.items()}
-        return cls(*({s: u[k] for s, u in split.items()} for k in range(3)), target)
-
-    def part(self, lo: int, hi: int) -> "View":
-        inner = View.of({s: v[lo:hi] for s, v in self.inverse.items()}, self.target[lo:hi])
-        return View(self.ids, inner.inverse, inner.counts, inner.target, inner.ids)
-
-    def gather(self, side: str, table: torch.Tensor | None) -> torch.Tensor | None:
-        """This part's rows of ``table``, a tensor with one row per id of ``ids``."""
-        if table is None or self.local is None:
-            return table
-        return table.index_select(0, self.local[side])
+from .model import DLRS, SIDES, SparseRows, loss_and_correct, optimizer_step
+from .reference import make_reference
+from .selection import Context, make_selector
+from .stream import View, holdout_mask, make_batches, sample_validation
 
 
 @dataclass
@@ -183,9 +156,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 class StreamingTrainer:
-    """Holds W (tables + DLRS), Theta, and the per-id popularity and context tables of one run."""
+    """Holds W (tables + DLRS) or a reference predictor, the selector (Theta) and the per-id context of
+    one run; ``cfg`` is resolved first: its tuned values for this task and method apply."""
 
     def __init__(self, data: Interactions, cfg: Config, dtype: torch.dtype = torch.float32):
+        cfg = cfg.resolved()
         self.cfg, self.data = cfg, data
         self.device = resolve_device(cfg.device)
         if self.device.type == "cpu" and cfg.fast_path:
@@ -193,41 +168,40 @@ class StreamingTrainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
-        dev, n_spaces = self.device, len(cfg.dims)
+        dev = self.device
         sizes = {"user": data.n_users, "item": data.n_items}
-        self.tables = {s: SparseRows(sizes[s], cfg.width, cfg, cfg.lr, cfg.embedding_init_std, generator, dev, dtype)
-                       for s in SIDES}
-        self.dlrs = DLRS(cfg).to(dev, dtype)
-        self.dense = dict(self.dlrs.named_parameters())
-        self.dlrs_opt = self._optimizer(self.dlrs.parameters(), cfg.lr)
-        self.controllers = self.logits = None
-        if cfg.method in ("sam", "autoemb"):
-            self.controllers = torch.nn.ModuleDict({s: Controller(cfg) for s in SIDES}).to(dev, dtype)
-            self.controller_opt = self._optimizer(self.controllers.parameters(), cfg.controller_lr)
-        elif cfg.method == "darts":  # zero logits: uniform weights until trained
-            self.logits = {s: SparseRows(sizes[s], n_spaces, cfg, cfg.controller_lr, 0.0, generator, dev, dtype)
-                           for s in SIDES}
-        self.popularity = {s: torch.zeros(sizes[s], dtype=torch.int64, device=dev) for s in SIDES}
-        self.last_weights = {s: torch.full((sizes[s], n_spaces), 1.0 / n_spaces, dtype=dtype, device=dev)
-                             for s in SIDES}
-        self.last_loss = {s: torch.zeros(sizes[s], dtype=dtype, device=dev) for s in SIDES}
+        self.context = Context(sizes, len(cfg.dims), dtype, dev)
+        self.reference = make_reference(cfg, sizes, self._optimizer, dev, dtype) if cfg.reference else None
+        self.tables, self.dlrs, self.dense, self.dlrs_opt = {}, None, {}, None
+        if self.reference is None:
+            self.tables = {s: SparseRows(sizes[s], cfg.width, cfg.table_optimizer, cfg.rows_lr, cfg.embedding_init_std,
+                                         generator, dev, dtype, cfg.adam_betas, cfg.adam_eps) for s in SIDES}
+            self.dlrs = DLRS(cfg).to(dev, dtype)
+            self.dense = dict(self.dlrs.named_parameters())
+            self.dlrs_opt = self._optimizer(self.dlrs.parameters(), cfg.lr)
+        self.selector = make_selector(cfg, self.context, sizes, generator, self._optimizer, dev, dtype)
         label = binary_label(data.rating) if cfg.task == "regression" else class_label(data.rating)
         self.stream = {"user": torch.as_tensor(data.user, device=dev), "item": torch.as_tensor(data.item, device=dev),
                        "target": torch.as_tensor(label, device=dev).to(dtype if cfg.task == "regression" else torch.int64)}
         self.batches = make_batches(len(data), cfg.batch_size, cfg.offline_fraction)
+        self.held = holdout_mask(len(data), cfg.holdout, cfg.seed)  # positions W never trains on
+        self.held_positions = np.flatnonzero(self.held)
         self.previous: torch.Tensor | None = None  # positions W last trained on
         self.batch = (0, 0, 0)  # (index, start, stop) of the batch in progress, for error messages
         self.saved_after: int | None = None  # the batch after which the last checkpoint was written
         self.resumed_from: int | None = None  # the batch a resumed run continued from
+        self.second_order_ratio = float("nan")  # of the last hypergradient: |second-order part| / |first-order|
         self._fingerprint = None
 
     @property
     def reuse_training_forward(self) -> bool:
         """Whether predicting a batch and W's training forward on it give the same outputs: the same
-        parameters, the same selection weights and, where there is BatchNorm, batch statistics in both."""
+        parameters, the same samples, the same selection weights and, where there is BatchNorm, batch
+        statistics in both."""
         cfg = self.cfg
         same_statistics = not cfg.selecting or cfg.predict_batchnorm == "batch"
-        return cfg.fast_path and same_statistics and not (cfg.bilevel and cfg.validation == "incoming")
+        return (cfg.fast_path and same_statistics and not cfg.holdout and self.reference is None
+                and not (cfg.bilevel and cfg.validation == "incoming"))
 
     def _optimizer(self, params, lr):
         if self.cfg.optimizer == "adam":  # fused: one kernel for all parameters (7x faster on CPU than foreach)
@@ -276,23 +250,11 @@ class StreamingTrainer:
 
     def theta(self, view: View) -> dict:
         """Theta's leaves for this view: the controllers' parameters, or the gathered logit rows."""
-        if self.controllers is not None:
-            return dict(self.controllers.named_parameters())
-        if self.logits is not None:
-            return {s: self.logits[s].gather(view.ids[s]) for s in SIDES}
-        return {}
+        return self.selector.theta(view)
 
     def selection(self, view: View, theta: dict) -> dict:
-        """Selection weights per unique id and side, [n_ids, N], or None for fse / fixed-d."""
-        if self.controllers is not None:
-            return {s: self.controllers[s](self.features(s, view.ids[s])) for s in SIDES}
-        if self.logits is not None:
-            return {s: torch.softmax(theta[s], dim=1) for s in SIDES}
-        return {s: None for s in SIDES}
-
-    def features(self, side: str, ids: torch.Tensor) -> torch.Tensor:
-        return controller_features(self.popularity[side][ids], self.last_weights[side][ids],
-                                   self.last_loss[side][ids], self.cfg.popularity_buckets)
+        """Selection weights per unique id and side, [n_ids, N], or None where there are no spaces."""
+        return self.selector.weights(view, theta)
 
     def w_leaves(self, view: View) -> dict:
         """W's leaves for this view: the gathered table rows and the dense DLRS parameters."""
@@ -312,61 +274,93 @@ class StreamingTrainer:
         return loss_and_correct(self.outputs(w, weights, view, bn_mode), view.target, self.cfg.task)[0].mean()
 
     # -- Theta ----------------------------------------------------------------------------------
+    def virtual_step(self, w: dict, g_w: list, train: View) -> list:
+        """The step W' = W - step of eq. 9, per leaf of ``w``, differentiable in ``g_w``: with ``unroll:
+        optimizer`` the step W's own optimizers would take from their current state (row-wise for the
+        training part's table rows only, as lazy updates move no other row; the dense optimizer's for the
+        DLRS); with ``sgd``, xi * grad."""
+        cfg = self.cfg
+        if cfg.unroll == "sgd":
+            return [g * cfg.virtual_lr for g in g_w]
+        steps = []
+        for (key, p), g in zip(w.items(), g_w):
+            if key.endswith("_rows"):
+                side = key[:-len("_rows")]
+                rows = train.local[side]
+                step = self.tables[side].virtual_step(train.ids[side].index_select(0, rows), g.index_select(0, rows))
+                steps.append(torch.zeros_like(p).index_add(0, rows, step))
+            else:
+                steps.append(optimizer_step(cfg.optimizer, g, self._dense_state(self.dense[key]), cfg.lr,
+                                            cfg.adam_betas, cfg.adam_eps))
+        return steps
+
+    def _dense_state(self, p: torch.Tensor) -> dict:
+        """The dense optimizer's state of ``p`` in :func:`optimizer_step`'s terms (zeros before its first step)."""
+        if self.cfg.optimizer != "adam":
+            return {}
+        state = self.dlrs_opt.state.get(p)
+        if not state:
+            return {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "steps": 0.0}
+        return {"m": state["exp_avg"], "v": state["exp_avg_sq"], "steps": float(state["step"])}
+
     def hypergradient(self, view: View, n_train: int) -> dict:
-        """grad_Theta L_val(W - xi grad_W L_train(W, Theta), Theta); ``view`` holds the training part
-        (the first ``n_train`` positions) and then the validation part."""
-        cfg, xi = self.cfg, self.cfg.virtual_lr
+        """grad_Theta L_val(W', Theta) with W' = W - step(grad_W L_train(W, Theta)) (:meth:`virtual_step`);
+        ``view`` holds the training part (the first ``n_train`` positions) and then the validation part.
+        Also sets ``second_order_ratio``: the norm of the part that flows through W' over that of the
+        direct part."""
+        cfg = self.cfg
         train, val = view.part(0, n_train), view.part(n_train, len(view.target))
         theta = self.theta(view)
         w = self.w_leaves(view)
         weights = self.selection(view, theta)
-        if xi == 0:  # first order: L_val(W, Theta)
+        if cfg.virtual_lr == 0:  # first order: L_val(W, Theta)
+            self.second_order_ratio = 0.0
             return dict(zip(theta, torch.autograd.grad(self.loss(w, weights, val, "batch"), list(theta.values()))))
         exact = cfg.hypergradient == "exact"
         l_train = self.loss(w, weights, train, "batch")
-        g_w = torch.autograd.grad(l_train, list(w.values()), create_graph=exact, allow_unused=True)
+        g_w = torch.autograd.grad(l_train, list(w.values()), create_graph=exact, retain_graph=True, allow_unused=True)
         g_w = [torch.zeros_like(p) if g is None else g for p, g in zip(w.values(), g_w)]
-        if exact:  # double backpropagation through the virtual step
-            unrolled = {k: p - xi * g for (k, p), g in zip(w.items(), g_w)}
-            l_val = self.loss(unrolled, weights, val, "batch")
-            return dict(zip(theta, torch.autograd.grad(l_val, list(theta.values()), allow_unused=True)))
-        # DARTS' central finite difference of the mixed second derivative, at the original W
-        unrolled = {k: (p - xi * g).detach().requires_grad_(True) for (k, p), g in zip(w.items(), g_w)}
-        weights = self.selection(view, theta)
+        if not exact:
+            g_w = [g.detach().requires_grad_(True) for g in g_w]
+        steps = self.virtual_step(w, g_w, train)
+        unrolled = {k: (p - d).detach().requires_grad_(True) for (k, p), d in zip(w.items(), steps)}
         l_val = self.loss(unrolled, weights, val, "batch")
-        grads = torch.autograd.grad(l_val, [*theta.values(), *unrolled.values()], allow_unused=True)
-        direct, v = grads[:len(theta)], grads[len(theta):]
+        grads = torch.autograd.grad(l_val, [*theta.values(), *unrolled.values()], retain_graph=exact,
+                                    allow_unused=True)
+        direct, v = list(grads[:len(theta)]), grads[len(theta):]
         v = [torch.zeros_like(p) if g is None else g for p, g in zip(w.values(), v)]
-        eps = 0.01 / torch.sqrt(sum((g * g).sum() for g in v)).clamp_min(1e-12)
-        mixed = []
-        for sign in (1.0, -1.0):
-            shifted = {k: (p + sign * eps * g).detach() for (k, p), g in zip(w.items(), v)}
-            loss = self.loss(shifted, self.selection(view, theta), train, "batch")
-            mixed.append(torch.autograd.grad(loss, list(theta.values()), allow_unused=True))
-        return {k: _add(d, None if p is None else -xi * (p - m) / (2 * eps))
-                for k, d, p, m in zip(theta, direct, *mixed)}
+        if exact:  # d W'/d Theta^T v by double backpropagation through the step
+            moving = [(d, g) for d, g in zip(steps, v) if d.requires_grad]
+            second = torch.autograd.grad([d for d, _ in moving], list(theta.values()),
+                                         grad_outputs=[-g for _, g in moving], allow_unused=True) if moving else \
+                [None] * len(theta)
+        else:  # DARTS' central finite difference at the original W, along u = step'(g) * v
+            u = [torch.autograd.grad(d.sum(), g, retain_graph=True)[0] * gv if d.requires_grad else torch.zeros_like(gv)
+                 for d, g, gv in zip(steps, g_w, v)]
+            eps = 0.01 / torch.sqrt(sum((x * x).sum() for x in u)).clamp_min(1e-12)
+            mixed = []
+            for sign in (1.0, -1.0):
+                shifted = {k: (p + sign * eps * x).detach() for (k, p), x in zip(w.items(), u)}
+                loss = self.loss(shifted, self.selection(view, theta), train, "batch")
+                mixed.append(torch.autograd.grad(loss, list(theta.values()), allow_unused=True))
+            second = [None if p is None else -(p - m) / (2 * eps) for p, m in zip(*mixed)]
+        self.second_order_ratio = _norm(second) / max(_norm(direct), 1e-30)
+        return {k: _add(d, s2) for k, d, s2 in zip(theta, direct, second)}
 
     def update_theta(self, view: View, grads: dict) -> None:
-        if self.controllers is not None:
-            for name, p in self.controllers.named_parameters():
-                p.grad = grads.get(name)
-            self.controller_opt.step()
-            self.controller_opt.zero_grad(set_to_none=True)
-        else:
-            for s in SIDES:
-                if grads[s] is not None:
-                    self.logits[s].update(view.ids[s], grads[s])
+        self.selector.update(view, grads)
 
     def bilevel_step(self, index: int) -> None:
-        """Update Theta on a validation batch sampled from the past (``uniform`` or ``previous``)."""
+        """Update Theta on a validation batch sampled from the past (``uniform``, ``previous`` or ``holdout``)."""
         cfg = self.cfg
-        val = sample_validation(self.rng, self.batches, index, cfg.validation_size or cfg.batch_size, cfg.validation)
+        val = sample_validation(self.rng, self.batches, index, cfg.validation_size or cfg.batch_size, cfg.validation,
+                                self.held_positions)
         if len(val):
             self.bilevel_update(torch.as_tensor(val, device=self.device))
 
     def bilevel_update(self, validation: torch.Tensor) -> None:
         """Theta descends the hypergradient, unrolling W's step on the last batch W trained on."""
-        if self.previous is None:
+        if self.previous is None or not len(self.previous):
             return
         view = self.view(torch.cat([self.previous, validation]))
         grads = self.hypergradient(view, len(self.previous))
@@ -378,62 +372,62 @@ class StreamingTrainer:
     def scores(self, view: View):
         """The model's outputs for ``view`` with the current parameters, and the weights used."""
         weights = self.selection(view, self.theta(view))
+        if self.reference is not None:
+            return self.reference.predict(view), weights
         w = {**{f"{s}_rows": self.tables[s].weight.index_select(0, view.ids[s]) for s in SIDES},
              **self.dense}
         return self.outputs(w, weights, view, self.cfg.predict_batchnorm), weights
 
     def train_w(self, view: View, weights: dict | None) -> tuple[torch.Tensor, dict]:
-        """One step on W (and, for sam only, on the controllers) with the batch's training loss; returns
-        the outputs of the training forward (computed before the step) and the weights it used."""
-        sam = self.cfg.method == "sam"
-        if sam:
-            weights = self.selection(view, {})
+        """One step on W (and, for a ``joint`` selector such as sam's, on Theta) with the batch's training
+        loss; returns the outputs of the training forward (computed before the step) and the weights it used."""
+        joint = self.selector.joint
+        theta = self.theta(view) if joint else {}
+        if joint:
+            weights = self.selection(view, theta)
         w = self.w_leaves(view)
         outputs = self.outputs(w, weights, view, "train")
         loss = loss_and_correct(outputs, view.target, self.cfg.task)[0].mean()
         self.guard("training loss", [loss.detach()])
-        extra = list(self.controllers.parameters()) if sam else []
-        grads = torch.autograd.grad(loss, [*w.values(), *extra], allow_unused=True)
+        grads = torch.autograd.grad(loss, [*w.values(), *theta.values()], allow_unused=True)
         self.guard("gradient of W", grads[:len(w)], clip=True)
-        self.guard("gradient of the controllers (sam)", grads[len(w):], clip=True)
+        self.guard(f"gradient of Theta ({self.cfg.method}, joint)", grads[len(w):], clip=True)
         for s, g in zip(SIDES, grads[:2]):
             self.tables[s].update(view.ids[s], g)
-        for p, g in zip([*list(w.values())[2:], *extra], grads[2:]):
+        for p, g in zip(list(w.values())[2:], grads[2:len(w)]):
             p.grad = g
         self.dlrs_opt.step()
         self.dlrs_opt.zero_grad(set_to_none=True)
-        if sam:
-            self.controller_opt.step()
-            self.controller_opt.zero_grad(set_to_none=True)
+        if joint:
+            self.update_theta(view, dict(zip(theta, grads[len(w):])))
         return outputs.detach(), {s: None if v is None else v.detach() for s, v in weights.items()}
 
-    @torch.no_grad()
-    def update_tables(self, view: View, loss: torch.Tensor, weights: dict) -> None:
-        """Popularity counts, and each id's last selection weights and mean loss in this batch."""
-        for s in SIDES:
-            ids, inverse, counts = view.ids[s], view.inverse[s], view.counts[s]
-            self.popularity[s].index_add_(0, ids, counts)
-            summed = torch.zeros(len(ids), dtype=loss.dtype, device=loss.device).index_add_(0, inverse, loss)
-            self.last_loss[s][ids] = summed / counts
-            if weights[s] is not None:
-                self.last_weights[s][ids] = weights[s].to(self.last_weights[s].dtype)
+    def learn(self, view: View, weights: dict) -> None:
+        """W (or the reference predictor) learns from the batch's training samples."""
+        if self.reference is not None:
+            self.reference.learn(view)
+        else:
+            self.train_w(view, weights)
 
     # -- the stream -----------------------------------------------------------------------------
     def step(self, index: int, start: int, stop: int) -> "Step":
         """Algorithm 1 for one incoming batch. With ``validation: incoming`` Theta's validation batch is
-        the incoming batch itself, used after it has been predicted and before W trains on it."""
+        the incoming batch itself, used after it has been predicted and before W trains on it. With a
+        held-out share, the whole batch is predicted and scored, and W trains on the rest."""
         incoming = self.cfg.validation == "incoming"
         self.batch = (index, start, stop)
+        self.second_order_ratio = float("nan")
         if self.cfg.bilevel and not incoming:
             self.bilevel_step(index)
         positions = torch.arange(start, stop, device=self.device)
         view = self.view(slice(start, stop))
-        popularity = {s: self.popularity[s][view.ids[s]] for s in SIDES}
+        popularity = {s: self.context.popularity[s][view.ids[s]] for s in SIDES}
         if self.reuse_training_forward:  # the training forward computes exactly the prediction
             with torch.no_grad():
-                weights = None if self.cfg.method == "sam" else self.selection(view, self.theta(view))
+                weights = None if self.selector.joint else self.selection(view, self.theta(view))
             logits, weights = self.train_w(view, weights)
             loss, correct = loss_and_correct(logits, view.target, self.cfg.task)
+            trained = positions
         else:
             logits, weights = self.scores(view)
             loss, correct = loss_and_correct(logits, view.target, self.cfg.task)
@@ -442,9 +436,17 @@ class StreamingTrainer:
                 self.bilevel_update(positions)
                 with torch.no_grad():
                     weights = self.selection(view, self.theta(view))
-            self.train_w(view, weights)
-        self.update_tables(view, loss, weights)
-        self.previous = positions
+            trained = positions[torch.as_tensor(~self.held[start:stop], device=self.device)] \
+                if self.cfg.holdout else positions
+            if len(trained) == len(positions):
+                self.learn(view, weights)
+            elif len(trained):
+                part = self.view(trained)
+                with torch.no_grad():
+                    part_weights = self.selection(part, self.theta(part))
+                self.learn(part, part_weights)
+        self.context.update(view, loss, weights)
+        self.previous = trained
         return Step(view, popularity, loss, correct, weights)
 
     def run(self) -> RunResult:
@@ -462,7 +464,7 @@ class StreamingTrainer:
             out = self.step(index, start, stop)
             loss_mean, accuracy = float(out.loss.mean()), float(out.correct.float().mean())
             progress.rows.append((index, "online" if is_online else "offline", stop, stop - start, loss_mean, accuracy,
-                                  time.perf_counter() - t0))
+                                  time.perf_counter() - t0, self.second_order_ratio))
             if is_online:
                 part = slice(start - batches.split, stop - batches.split)
                 for s in SIDES:
@@ -483,20 +485,20 @@ class StreamingTrainer:
         progress.seconds += time.perf_counter() - began
         if cfg.checkpoint_dir:  # the finished run: resuming it only rebuilds the results
             self.save_checkpoint(progress, progress.seconds)
-        frame = pd.DataFrame(progress.rows, columns=["batch", "stage", "seen", "size", "loss", "accuracy", "seconds"])
+        frame = pd.DataFrame(progress.rows, columns=["batch", "stage", "seen", "size", "loss", "accuracy", "seconds",
+                                                 "second_order_ratio"])
         return RunResult(cfg.to_dict(), self._summary(frame, progress.seconds), frame, pd.DataFrame(progress.online),
                          pd.concat(progress.alphas, ignore_index=True) if progress.alphas else pd.DataFrame())
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state(self) -> dict:
         """Every tensor, optimizer state and RNG state the rest of the run depends on."""
-        optional = {"controllers": self.controllers, "controller_opt": getattr(self, "controller_opt", None)}
         return {
-            "tables": {s: self.tables[s].state() for s in SIDES},
-            "logits": None if self.logits is None else {s: self.logits[s].state() for s in SIDES},
-            "dlrs": self.dlrs.state_dict(), "dlrs_opt": self.dlrs_opt.state_dict(),
-            **{k: None if v is None else v.state_dict() for k, v in optional.items()},
-            "popularity": self.popularity, "last_weights": self.last_weights, "last_loss": self.last_loss,
+            "tables": {s: t.state() for s, t in self.tables.items()},
+            "dlrs": None if self.dlrs is None else self.dlrs.state_dict(),
+            "dlrs_opt": None if self.dlrs_opt is None else self.dlrs_opt.state_dict(),
+            "selector": self.selector.state(), "context": self.context.state(),
+            "reference": None if self.reference is None else self.reference.state(),
             "previous": self.previous,
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
@@ -504,18 +506,16 @@ class StreamingTrainer:
 
     @torch.no_grad()
     def load_state(self, state: dict) -> None:
-        for group in ("tables", "logits"):
-            for s, table in (getattr(self, group) or {}).items():
-                for k, v in state[group][s].items():
-                    getattr(table, k).copy_(v)
-        self.dlrs.load_state_dict(state["dlrs"])
-        self.dlrs_opt.load_state_dict(state["dlrs_opt"])
-        if self.controllers is not None:
-            self.controllers.load_state_dict(state["controllers"])
-            self.controller_opt.load_state_dict(state["controller_opt"])
-        for name in ("popularity", "last_weights", "last_loss"):
-            for s in SIDES:
-                getattr(self, name)[s].copy_(state[name][s])
+        for s, table in self.tables.items():
+            for k, v in state["tables"][s].items():
+                getattr(table, k).copy_(v)
+        if self.dlrs is not None:
+            self.dlrs.load_state_dict(state["dlrs"])
+            self.dlrs_opt.load_state_dict(state["dlrs_opt"])
+        self.selector.load_state(state["selector"])
+        self.context.load_state(state["context"])
+        if self.reference is not None:
+            self.reference.load_state(state["reference"])
         self.previous = state["previous"]
         self.rng.bit_generator.state = state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -558,11 +558,19 @@ class StreamingTrainer:
             size = part["size"].sum()
             summary[f"{stage}_loss"] = float((part.loss * part["size"]).sum() / size) if size else float("nan")
             summary[f"{stage}_accuracy"] = float((part.accuracy * part["size"]).sum() / size) if size else float("nan")
+        ratios = frame["second_order_ratio"].dropna()
+        summary["hypergradient_second_order_ratio"] = float(ratios.median()) if len(ratios) else None
+        summary["tuned"] = self.cfg.tuned_values()
         summary.update(n_interactions=len(self.data), n_users=self.data.n_users, n_items=self.data.n_items,
                        seconds=seconds, samples_per_second=len(self.data) / seconds, device=str(self.device),
                        resumed_from_batch=self.resumed_from,
                        config=self.cfg.to_dict(), versions=versions())
         return summary
+
+
+def _norm(tensors) -> float:
+    present = [t for t in tensors if t is not None]
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(present)))) if present else 0.0
 
 
 def _add(a, b):

@@ -9,7 +9,7 @@ import torch
 
 import autoemb_core as ae
 from autoemb_core.__main__ import main as cli
-from autoemb_core.config import Config
+from autoemb_core.config import METHODS, SELECTING, Config
 from autoemb_core.model import SIDES, controller_features, loss_and_correct
 from autoemb_core.train import StreamingTrainer, run
 
@@ -38,25 +38,37 @@ def bilevel_view(trainer, index=3):
 
 
 def objective(trainer, view, n_train, xi):
-    """L_val(W - xi grad_W L_train(W, Theta), Theta), by forward passes and a first-order gradient only."""
+    """L_val(W', Theta) by forward passes and first-order gradients only. W' is what W's real update on the
+    training part gives: with ``unroll: optimizer`` a copy of the trainer takes the very steps train_w takes
+    (row-wise on the training ids' rows, then the dense optimizer's step); with ``sgd``, W - xi grad."""
+    trainer = copy.deepcopy(trainer)
     train, val = view.part(0, n_train), view.part(n_train, len(view.target))
-    theta = trainer.theta(view)
     w = trainer.w_leaves(view)
-    grads = torch.autograd.grad(trainer.loss(w, trainer.selection(view, theta), train, "batch"), list(w.values()),
-                                allow_unused=True)
-    unrolled = {k: p - xi * (0 if g is None else g) for (k, p), g in zip(w.items(), grads)}
-    return trainer.loss(unrolled, trainer.selection(view, theta), val, "batch").item()
+    grads = torch.autograd.grad(trainer.loss(w, trainer.selection(view, trainer.theta(view)), train, "batch"),
+                                list(w.values()), allow_unused=True)
+    if trainer.cfg.unroll == "sgd" or xi == 0:
+        unrolled = {k: p - xi * (0 if g is None else g) for (k, p), g in zip(w.items(), grads)}
+    else:
+        with torch.no_grad():
+            for s, g in zip(SIDES, grads[:2]):
+                rows = train.local[s]
+                trainer.tables[s].update(view.ids[s].index_select(0, rows), g.index_select(0, rows))
+            for p, g in zip(trainer.dense.values(), grads[2:]):
+                p.grad = g
+            trainer.dlrs_opt.step()
+        unrolled = trainer.w_leaves(view)
+    return trainer.loss(unrolled, trainer.selection(view, trainer.theta(view)), val, "batch").item()
 
 
 def shift_theta(trainer, view, direction, h):
     """Move Theta by h * direction in place (controller parameters, or the viewed logit rows)."""
     with torch.no_grad():
-        if trainer.controllers is not None:
-            for name, p in trainer.controllers.named_parameters():
+        if hasattr(trainer.selector, "controllers"):
+            for name, p in trainer.selector.controllers.named_parameters():
                 p.add_(h * direction[name])
         else:
             for s in SIDES:
-                trainer.logits[s].weight[view.ids[s]] += h * direction[s]
+                trainer.selector.logits[s].weight[view.ids[s]] += h * direction[s]
 
 
 def numerical_directional(trainer, view, n_train, xi, direction, h=1e-5):
@@ -72,14 +84,22 @@ def directional(grads, direction):
     return sum(float((grads[k] * direction[k]).sum()) for k in direction if grads[k] is not None)
 
 
+UNROLLS = [dict(unroll="optimizer", table_optimizer="adagrad", table_lr=0.5, lr=0.05),
+           dict(unroll="optimizer", table_optimizer="adam", table_lr=0.05, lr=0.05),
+           dict(unroll="sgd", xi=0.5)]
+
+
+@pytest.mark.parametrize("unroll", UNROLLS, ids=["adagrad", "adam", "sgd"])
 @pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("method", ["autoemb", "darts"])
-def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, fast_path):
-    xi = 0.5
-    trainer = small_trainer(tiny, method, xi=xi, fast_path=fast_path)
+def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, fast_path, unroll):
+    """The hypergradient through W' = W - step, where step is the update W's optimizers really take."""
+    xi = unroll.get("xi")
+    trainer = small_trainer(tiny, method, fast_path=fast_path, **unroll)
     view, n_train = bilevel_view(trainer)
     exact = trainer.hypergradient(view, n_train)
-    first_order = small_trainer(tiny, method, xi=0.0, fast_path=fast_path).hypergradient(view, n_train)
+    assert trainer.second_order_ratio > 1e-3
+    first_order = small_trainer(tiny, method, fast_path=fast_path, **{**unroll, "xi": 0.0}).hypergradient(view, n_train)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         direction = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in trainer.theta(view).items()}
@@ -89,9 +109,10 @@ def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, f
         assert abs(directional(first_order, direction) - numeric) > 1e-3 * abs(numeric)
 
 
+@pytest.mark.parametrize("unroll", UNROLLS, ids=["adagrad", "adam", "sgd"])
 @pytest.mark.parametrize("method", ["autoemb", "darts"])
-def test_finite_difference_hypergradient_agrees_with_the_exact_one(tiny, method):
-    trainer = small_trainer(tiny, method, xi=0.5)
+def test_finite_difference_hypergradient_agrees_with_the_exact_one(tiny, method, unroll):
+    trainer = small_trainer(tiny, method, **unroll)
     view, n_train = bilevel_view(trainer)
     exact = trainer.hypergradient(view, n_train)
     trainer.cfg.hypergradient = "finite-difference"
@@ -112,10 +133,10 @@ def test_first_order_is_the_xi_zero_case(tiny):
 def snapshot(trainer):
     state = {f"table.{s}.{k}": v.clone() for s in SIDES for k, v in trainer.tables[s].state().items()}
     state.update({f"dlrs.{k}": v.clone() for k, v in trainer.dlrs.state_dict().items()})
-    if trainer.controllers is not None:
-        state.update({f"theta.{k}": v.clone() for k, v in trainer.controllers.state_dict().items()})
-    if trainer.logits is not None:
-        state.update({f"theta.{s}": trainer.logits[s].weight.clone() for s in SIDES})
+    if hasattr(trainer.selector, "controllers"):
+        state.update({f"theta.{k}": v.clone() for k, v in trainer.selector.controllers.state_dict().items()})
+    if hasattr(trainer.selector, "logits"):
+        state.update({f"theta.{s}": trainer.selector.logits[s].weight.clone() for s in SIDES})
     return state
 
 
@@ -194,7 +215,7 @@ def test_a_step_touches_only_the_rows_its_batches_use(tiny, method):
     current = {s: set(trainer.stream[s][60:80].tolist()) for s in SIDES}
     after = snapshot(trainer)
     for s in SIDES:
-        for key in ("weight", "m", "v", "steps"):
+        for key in trainer.tables[s].state():
             rows = torch.nonzero((before[f"table.{s}.{key}"] != after[f"table.{s}.{key}"]).reshape(len(before[f"table.{s}.{key}"]), -1).any(1)).flatten()
             assert set(rows.tolist()) == current[s], (s, key)  # W trains on the new batch only
         if method == "darts":
@@ -215,17 +236,27 @@ def test_popularity_and_context_tables(tiny):
     data = tiny.head(400)
     trainer = StreamingTrainer(data, Config(method="autoemb", **SMALL))
     expected = {s: ae.popularity_before_batch(getattr(data, s), trainer.batches) for s in SIDES}
+    losses = []
     for index, (start, stop, _) in enumerate(trainer.batches):
         out = trainer.step(index, start, stop)
+        losses.append(out.loss)
         for s in SIDES:
             assert out.popularity[s][out.view.inverse[s]].tolist() == expected[s][start:stop].tolist()
             ids = out.view.ids[s]
             mean_loss = [float(out.loss[out.view.inverse[s] == k].mean()) for k in range(len(ids))]
-            assert trainer.last_loss[s][ids].tolist() == pytest.approx(mean_loss, rel=1e-6)
-            assert torch.equal(trainer.last_weights[s][ids], out.weights[s])
-            assert torch.equal(trainer.popularity[s], torch.bincount(trainer.stream[s][:stop], minlength=len(trainer.popularity[s])))
-    never = torch.nonzero(trainer.popularity["user"] == 0).flatten()
-    assert torch.all(trainer.last_loss["user"][never] == 0) and torch.all(trainer.last_weights["user"][never] == 0.5)
+            context = trainer.context
+            assert context.last_loss[s][ids].tolist() == pytest.approx(mean_loss, rel=1e-6)
+            assert torch.equal(context.last_weights[s][ids], out.weights[s])
+            assert torch.equal(context.popularity[s], torch.bincount(trainer.stream[s][:stop], minlength=len(context.popularity[s])))
+    never = torch.nonzero(context.popularity["user"] == 0).flatten()
+    assert torch.all(context.last_weights["user"][never] == 0.5)
+    # a new id's context claims no perfect loss: it reads the running mean loss of every sample so far
+    running = float(context.running_loss())
+    assert running == pytest.approx(float(torch.cat(losses).double().mean()), rel=1e-6)
+    features = context.features("user", never, trainer.cfg.popularity_buckets)
+    assert features[:, -1].tolist() == pytest.approx([running] * len(never))
+    old = torch.nonzero(context.popularity["user"] > 0).flatten()[:3]
+    assert context.features("user", old, 34)[:, -1].tolist() == pytest.approx(context.last_loss["user"][old].tolist())
 
 
 def test_controller_features_layout():
@@ -235,7 +266,7 @@ def test_controller_features_layout():
     assert f[0, 34:37].tolist() == pytest.approx([1 / 3] * 3) and f[:, 37].tolist() == [0.5, 0, 0, 1.0]
 
 
-@pytest.mark.parametrize("method", ["fse", "sam", "darts", "autoemb", "fixed-2", "fixed-16", "fixed-128"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_every_method_runs_end_to_end(tiny, method, task):
     result = run(Config(method=method, task=task, progress=False, max_interactions=4000), tiny)
@@ -243,7 +274,8 @@ def test_every_method_runs_end_to_end(tiny, method, task):
     assert np.isfinite([s["online_loss"], s["offline_loss"], s["online_accuracy"], s["offline_accuracy"]]).all()
     assert result.batches["size"].sum() == 4000 and len(result.samples) == 1200
     assert 0 <= s["online_accuracy"] <= 1 and result.samples["loss"].notna().all()
-    assert (len(result.alphas) > 0) == (method in ("sam", "darts", "autoemb"))
+    assert (len(result.alphas) > 0) == (method in SELECTING)
+    assert (s["hypergradient_second_order_ratio"] is not None) == (method in ("darts", "autoemb"))
 
 
 def test_same_seed_same_result_on_cpu(tiny):
@@ -284,9 +316,9 @@ def test_cli_bad_arguments_get_a_clear_message(tmp_path, capsys):
 def test_evaluate_scores_held_out_pairs_without_training(tiny):
     trainer = small_trainer(tiny, "autoemb", dtype=torch.float32)
     before = snapshot(trainer)
-    popularity = trainer.popularity["user"].clone()
+    popularity = trainer.context.popularity["user"].clone()
     loss, correct = trainer.evaluate(tiny.user[60:80], tiny.item[60:80], tiny.rating[60:80])
-    assert not changed(before, snapshot(trainer)) and torch.equal(popularity, trainer.popularity["user"])
+    assert not changed(before, snapshot(trainer)) and torch.equal(popularity, trainer.context.popularity["user"])
     view = trainer.view(torch.arange(60, 80))  # the same pairs through the streaming path
     expected_loss, expected_correct = loss_and_correct(trainer.scores(view)[0], view.target, "regression")
     assert torch.equal(loss, expected_loss) and torch.equal(correct, expected_correct)
@@ -319,8 +351,8 @@ def test_incoming_validation_predicts_before_theta_sees_the_batch(tiny, method):
 def weights_of(trainer):
     state = {f"table.{s}": trainer.tables[s].weight for s in SIDES}
     state.update({f"dlrs.{k}": v for k, v in trainer.dlrs.state_dict().items()})
-    if trainer.controllers is not None:
-        state.update({f"controllers.{k}": v for k, v in trainer.controllers.state_dict().items()})
+    if hasattr(trainer.selector, "controllers"):
+        state.update({f"controllers.{k}": v for k, v in trainer.selector.controllers.state_dict().items()})
     return state
 
 

@@ -1,0 +1,204 @@
+"""How selection weights are produced and how Theta is updated: one small interface, one class per family.
+
+A :class:`Selector` answers three questions for the trainer, and knows nothing of the run loop:
+
+- ``theta(view)``: Theta's leaves for a batch view (to differentiate through), or ``{}``;
+- ``weights(view, theta)``: the selection weights per side, one row per unique id, or ``None`` (no spaces);
+- ``update(view, grads)``: descend Theta's gradient (from the bilevel step, or, with ``joint``, from W's
+  training loss).
+
+Families: :class:`NoSelection` (fse, fixed-d and the reference predictors), :class:`Controllers` (autoemb by
+the bilevel step, sam jointly with W), :class:`Logits` (darts) and :class:`FixedRule` (the allocation
+controls uniform, random and popularity-rule). :class:`Context` holds the per-id popularity and context
+that the controllers and the popularity rule read.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config
+from .model import SIDES, Controller, SparseRows, controller_features
+from .stream import View
+
+
+class Context:
+    """Per id: popularity (interactions before the current batch), the selection weights it received last
+    time and its mean loss last time. An id with no loss yet reads the running mean loss of the stream,
+    a neutral value, instead of a perfect 0."""
+
+    def __init__(self, sizes: dict, n_spaces: int, dtype, device):
+        self.popularity = {s: torch.zeros(sizes[s], dtype=torch.int64, device=device) for s in SIDES}
+        self.last_weights = {s: torch.full((sizes[s], n_spaces), 1.0 / n_spaces, dtype=dtype, device=device)
+                             for s in SIDES}
+        self.last_loss = {s: torch.full((sizes[s],), float("nan"), dtype=dtype, device=device) for s in SIDES}
+        self.loss_total = torch.zeros(2, dtype=torch.float64, device=device)  # sum of losses, samples
+
+    def running_loss(self) -> torch.Tensor:
+        """Mean loss of every sample so far (0.25, a constant 0.5 prediction's MSE, before the first)."""
+        total, count = self.loss_total
+        return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, 0.25))
+
+    def features(self, side: str, ids: torch.Tensor, buckets: int) -> torch.Tensor:
+        last = self.last_loss[side][ids]
+        last = torch.where(torch.isnan(last), self.running_loss().to(last.dtype), last)
+        return controller_features(self.popularity[side][ids], self.last_weights[side][ids], last, buckets)
+
+    @torch.no_grad()
+    def update(self, view: View, loss: torch.Tensor, weights: dict) -> None:
+        """Count the batch's interactions; keep each id's weights and mean loss in it."""
+        for s in SIDES:
+            ids, inverse, counts = view.ids[s], view.inverse[s], view.counts[s]
+            self.popularity[s].index_add_(0, ids, counts)
+            summed = torch.zeros(len(ids), dtype=loss.dtype, device=loss.device).index_add_(0, inverse, loss)
+            self.last_loss[s][ids] = (summed / counts).to(self.last_loss[s].dtype)
+            if weights[s] is not None:
+                self.last_weights[s][ids] = weights[s].to(self.last_weights[s].dtype)
+        self.loss_total += torch.stack([loss.sum().double(), torch.tensor(float(len(loss)), dtype=torch.float64,
+                                                                          device=loss.device)])
+
+    def state(self) -> dict:
+        return {"popularity": self.popularity, "last_weights": self.last_weights, "last_loss": self.last_loss,
+                "loss_total": self.loss_total}
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        for name in ("popularity", "last_weights", "last_loss"):
+            for s in SIDES:
+                getattr(self, name)[s].copy_(state[name][s])
+        self.loss_total.copy_(state["loss_total"])
+
+
+class Selector:
+    """No spaces, no Theta: the base of every family."""
+
+    bilevel = False  # Theta trained by the bilevel step on validation data
+    joint = False  # Theta trained with W on the training batch's loss
+
+    def theta(self, view: View) -> dict:
+        return {}
+
+    def weights(self, view: View, theta: dict) -> dict:
+        return {s: None for s in SIDES}
+
+    def update(self, view: View, grads: dict) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+class NoSelection(Selector):
+    """fse, fixed-d and the reference predictors: the rows go straight to the head."""
+
+
+class Controllers(Selector):
+    """One controller per side maps an id's popularity and context to its weights (Figure 4): autoemb
+    trains them by the bilevel step, sam (``joint``) on the training batch's loss."""
+
+    def __init__(self, cfg: Config, context: Context, joint: bool, make_optimizer, device, dtype):
+        self.cfg, self.context, self.joint, self.bilevel = cfg, context, joint, not joint
+        self.controllers = torch.nn.ModuleDict({s: Controller(cfg) for s in SIDES}).to(device, dtype)
+        self.optimizer = make_optimizer(self.controllers.parameters(), cfg.controller_lr)
+
+    def theta(self, view: View) -> dict:
+        return dict(self.controllers.named_parameters())
+
+    def weights(self, view: View, theta: dict) -> dict:
+        buckets = self.cfg.popularity_buckets
+        return {s: self.controllers[s](self.context.features(s, view.ids[s], buckets)) for s in SIDES}
+
+    def update(self, view: View, grads: dict) -> None:
+        for name, p in self.controllers.named_parameters():
+            p.grad = grads.get(name)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state(self) -> dict:
+        return {"controllers": self.controllers.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.controllers.load_state_dict(state["controllers"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class Logits(Selector):
+    """darts: N free logits per id (softmax), zero at first (uniform), row-wise at ``logit_lr``."""
+
+    bilevel = True
+
+    def __init__(self, cfg: Config, sizes: dict, generator, device, dtype):
+        self.logits = {s: SparseRows(sizes[s], len(cfg.dims), cfg.table_optimizer, cfg.logit_lr, 0.0, generator,
+                                     device, dtype, cfg.adam_betas, cfg.adam_eps) for s in SIDES}
+
+    def theta(self, view: View) -> dict:
+        return {s: self.logits[s].gather(view.ids[s]) for s in SIDES}
+
+    def weights(self, view: View, theta: dict) -> dict:
+        return {s: torch.softmax(theta[s], dim=1) for s in SIDES}
+
+    def update(self, view: View, grads: dict) -> None:
+        for s in SIDES:
+            if grads.get(s) is not None:
+                self.logits[s].update(view.ids[s], grads[s])
+
+    def state(self) -> dict:
+        return {s: self.logits[s].state() for s in SIDES}
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        for s in SIDES:
+            for k, v in state[s].items():
+                getattr(self.logits[s], k).copy_(v)
+
+
+def popularity_rule(popularity: torch.Tensor, thresholds) -> torch.Tensor:
+    """The space an id of this popularity gets: the number of ``thresholds`` it has reached, so space 0
+    (the smallest) below the first threshold and the largest at or above the last (mixed-dimension
+    embeddings' rule: d grows with popularity)."""
+    edges = torch.as_tensor(list(thresholds), dtype=popularity.dtype, device=popularity.device)
+    return torch.bucketize(popularity, edges, right=True)
+
+
+class FixedRule(Selector):
+    """The allocation controls, in the AutoEmb architecture with no Theta: ``uniform`` (1/N each),
+    ``random`` (a fixed weight vector per id, uniform on the simplex, drawn once from the seed) and
+    ``popularity-rule`` (all weight on the space :func:`popularity_rule` picks for the id's current
+    popularity)."""
+
+    def __init__(self, cfg: Config, context: Context, sizes: dict, device, dtype):
+        self.cfg, self.context, self.dtype = cfg, context, dtype
+        n = len(cfg.dims)
+        if cfg.method == "random":
+            rng = np.random.default_rng([cfg.seed, 0x5A4D])
+            self.table = {s: torch.as_tensor(rng.dirichlet(np.ones(n), size=sizes[s]), dtype=dtype, device=device)
+                          for s in SIDES}
+
+    def weights(self, view: View, theta: dict) -> dict:
+        n = len(self.cfg.dims)
+        out = {}
+        for s in SIDES:
+            ids = view.ids[s]
+            if self.cfg.method == "uniform":
+                out[s] = torch.full((len(ids), n), 1.0 / n, dtype=self.dtype, device=ids.device)
+            elif self.cfg.method == "random":
+                out[s] = self.table[s].index_select(0, ids)
+            else:
+                space = popularity_rule(self.context.popularity[s][ids], self.cfg.rule_thresholds)
+                out[s] = F.one_hot(space, n).to(self.dtype)
+        return out
+
+
+def make_selector(cfg: Config, context: Context, sizes: dict, generator, make_optimizer, device, dtype) -> Selector:
+    """The selector of ``cfg.method``."""
+    if cfg.method in ("autoemb", "sam"):
+        return Controllers(cfg, context, cfg.method == "sam", make_optimizer, device, dtype)
+    if cfg.method == "darts":
+        return Logits(cfg, sizes, generator, device, dtype)
+    if cfg.method in ("uniform", "random", "popularity-rule"):
+        return FixedRule(cfg, context, sizes, device, dtype)
+    return NoSelection()
