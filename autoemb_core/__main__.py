@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from .config import METHODS, Config
 from .data import dataset_names, load_dataset
-from .experiments import COMPARED, compare, overall_table, save_table
+from .experiments import TABLE2, compare, overall_table, save_table
 from .interactions import DataError
 from .train import run
 
@@ -29,7 +30,7 @@ def _run(args) -> dict:
     overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "method", "task", "seed", "max_interactions",
                                                "results_dir", "device", *RUN_CONTROL)}
     overrides.update(progress=not args.no_progress, resume=args.resume or None)
-    cfg = Config.from_yaml(args.params, **overrides) if args.params else Config(**{k: v for k, v in overrides.items() if v is not None})
+    cfg = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
     result = run(cfg)
     folder = result.save(Path(cfg.results_dir) / f"{cfg.dataset}-{cfg.method}-{cfg.task}-seed{cfg.seed}")
     s = result.summary
@@ -44,10 +45,10 @@ def _run(args) -> dict:
 
 
 def _compare(args) -> None:
-    base = Config.from_yaml(args.params) if args.params else Config()
     overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", *RUN_CONTROL)
                  if getattr(args, k) is not None}
-    base = Config.from_dict({**base.to_dict(), **overrides, "progress": not args.no_progress, "resume": args.resume})
+    base = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
+    base = dataclasses.replace(base, progress=not args.no_progress, resume=args.resume)
     folder = Path(args.results_dir)
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
     table = overall_table(runs)
@@ -58,11 +59,12 @@ def _compare(args) -> None:
 
 
 def _demo(args) -> None:
-    """The overall comparison of the four methods on the built-in synthetic stream."""
+    """The overall comparison (the paper's four methods, the reference predictors and the allocation
+    controls) on the built-in synthetic stream."""
     args.dataset = args.data_dir = args.max_interactions = args.device = args.params = None
     args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
     args.resume = False
-    args.methods, args.tasks, args.seeds = list(COMPARED), ["regression"], [0]
+    args.methods, args.tasks, args.seeds = list(TABLE2), ["regression"], [0]
     _compare(args)
 
 
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("compare", help="the overall comparison (Table 2): methods x tasks x seeds")
     p.add_argument("--dataset", default=None)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--methods", nargs="+", default=list(COMPARED), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(TABLE2), choices=METHODS)
     p.add_argument("--tasks", nargs="+", default=["regression"], choices=["regression", "classification"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--max-interactions", type=int, default=None)
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     p.set_defaults(func=_compare)
-    p = sub.add_parser("demo", help="the four-method comparison on the built-in synthetic stream")
+    p = sub.add_parser("demo", help="Table 2's methods, floor and controls on the built-in synthetic stream")
     p.add_argument("--results-dir", default="results/demo")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_demo)

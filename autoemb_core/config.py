@@ -9,9 +9,12 @@ import yaml
 
 from .interactions import DataError
 
+PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
+
 REFERENCE = ("global-mean", "item-mean", "biases")  # the floor: predictors with no embeddings
 CONTROLS = ("uniform", "random", "popularity-rule")  # fixed allocations in the AutoEmb architecture
 METHODS = ("fse", "sam", "darts", "autoemb", *CONTROLS, *REFERENCE, "fixed-2", "fixed-16", "fixed-128")
+TABLE2 = (*REFERENCE, "fse", *CONTROLS, "sam", "darts", "autoemb")  # the paper's four, the floor and the controls
 BILEVEL = ("darts", "autoemb")  # Theta trained on validation data by the bilevel step
 SELECTING = ("sam", "darts", "autoemb", *CONTROLS)  # the AutoEmb architecture: N spaces and selection weights
 TUNABLE = ("lr", "table_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
@@ -252,3 +255,17 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["explicit"] = sorted(set(values.get("explicit", ())) | (set(values) - {"tuned", "explicit"}))
         return cls.from_dict(values, path)
+
+    @classmethod
+    def for_dataset(cls, **settings) -> "Config":
+        """``settings`` (None values ignored, the rest explicit) with the ``tuned:`` block of
+        ``params/<dataset>.yaml``, where there is one: what ``run`` and ``compare`` use without ``--params``."""
+        settings = {k: v for k, v in settings.items() if v is not None}
+        path = PARAMS_DIR / f"{settings.get('dataset', cls.dataset)}.yaml"
+        tuned = {}
+        if path.is_file():
+            try:
+                tuned = (yaml.safe_load(path.read_text()) or {}).get("tuned") or {}
+            except (yaml.YAMLError, AttributeError):
+                raise DataError("not a valid params file", path) from None
+        return cls.from_dict({**settings, "tuned": tuned, "explicit": sorted(settings)}, path if tuned else None)

@@ -20,12 +20,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .config import Config
+from .config import TABLE2, Config
 from .data import load_dataset
 from .interactions import DataError, Interactions
 from .train import RunResult, StreamingTrainer, run
 
-COMPARED = ("fse", "sam", "darts", "autoemb")
+COMPARED = ("fse", "sam", "darts", "autoemb")  # the paper's four methods
 METRICS = {"regression": ("MSE", "online_loss"), "classification": ("CE", "online_loss")}
 
 # The paper's Table 2 (online stage, mean, std over runs), for side-by-side display.
@@ -39,7 +39,7 @@ PAPER_TABLE2 = {
 }
 
 
-def compare(base: Config, methods=COMPARED, tasks=("regression",), seeds=(0,), results_dir=None,
+def compare(base: Config, methods=TABLE2, tasks=("regression",), seeds=(0,), results_dir=None,
             data: Interactions | None = None) -> pd.DataFrame:
     """Run every (task, method, seed) on ``base.dataset`` (loaded once, unless ``data`` is given); one row of
     metrics per run. Each run's full results are saved under ``results_dir/<task>-<method>-seed<seed>/`` if
@@ -116,7 +116,8 @@ def save_table(table: pd.DataFrame, folder, name: str = "overall") -> None:
 # ---------------------------------------------------------------------------------------------
 # Table 2 laid out like the paper
 
-NAMES = {"fse": "FSE", "sam": "SAM", "darts": "DARTS", "autoemb": "AutoEmb"}
+NAMES = {"fse": "FSE", "sam": "SAM", "darts": "DARTS", "autoemb": "AutoEmb", "global-mean": "global mean",
+         "item-mean": "item mean", "popularity-rule": "popularity rule"}
 
 
 def paper_table(table: pd.DataFrame) -> pd.DataFrame:

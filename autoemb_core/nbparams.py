@@ -27,7 +27,7 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
-from .config import METHODS, Config
+from .config import METHODS, TABLE2, Config
 from .data import dataset_names, load_dataset
 from .interactions import DataError, Interactions
 
@@ -159,7 +159,7 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
     "overall": {
         **_common(Knob("both", choice("regression", "classification", "both"),
                        "regression, classification or both (Table 2 has both)"),
-                  FOUR, [0, 1, 2], 30_000, "02_overall"),
+                  list(TABLE2), [0, 1, 2], 30_000, "02_overall"),
     },
     "popularity": {
         **_common(_ONE_TASK, FOUR, [0], 50_000, "03_popularity"),
@@ -302,6 +302,8 @@ def notebook_setup(notebook: str, namespace: dict, before=frozenset()) -> Setup:
     results_dir = Path(str(values["results_dir"]).replace("{dataset}", dataset))
     results_dir = results_dir if results_dir.is_absolute() else root / results_dir
     settings["results_dir"] = str(results_dir)
+    # a tuned value (params file's tuned: block) never overrides a value given or set in the file itself
+    settings["explicit"] = sorted(k for k in settings if sources.get(k, "default") != "default" and k != "tuned")
     try:
         config = Config.from_dict(settings)
     except DataError as exc:

@@ -32,7 +32,7 @@ class Context:
         self.popularity = {s: torch.zeros(sizes[s], dtype=torch.int64, device=device) for s in SIDES}
         self.last_weights = {s: torch.full((sizes[s], n_spaces), 1.0 / n_spaces, dtype=dtype, device=device)
                              for s in SIDES}
-        self.last_loss = {s: torch.full((sizes[s],), float("nan"), dtype=dtype, device=device) for s in SIDES}
+        self.last_loss = {s: torch.full((sizes[s],), -1.0, dtype=dtype, device=device) for s in SIDES}  # -1: none yet
         self.loss_total = torch.zeros(2, dtype=torch.float64, device=device)  # sum of losses, samples
 
     def running_loss(self) -> torch.Tensor:
@@ -42,7 +42,7 @@ class Context:
 
     def features(self, side: str, ids: torch.Tensor, buckets: int) -> torch.Tensor:
         last = self.last_loss[side][ids]
-        last = torch.where(torch.isnan(last), self.running_loss().to(last.dtype), last)
+        last = torch.where(last < 0, self.running_loss().to(last.dtype), last)
         return controller_features(self.popularity[side][ids], self.last_weights[side][ids], last, buckets)
 
     @torch.no_grad()

@@ -202,7 +202,7 @@ def test_resuming_with_another_config_is_refused_with_the_differences(tiny, save
     with pytest.raises(checkpoint.CheckpointError) as info:
         resume_with(tiny.head(6000), saved, lr=0.01, validation="previous")
     message = str(info.value)
-    assert "different config" in message and "lr: checkpoint 0.003, now 0.01" in message
+    assert "different config" in message and "lr: checkpoint 0.0003, now 0.01" in message
     assert "validation: checkpoint 'uniform', now 'previous'" in message and ".pt" in message
     resume_with(tiny.head(6000), saved, checkpoint_every=3, progress=False)  # bookkeeping may change
 
@@ -242,9 +242,9 @@ def test_nan_stops_the_run_naming_batch_and_method_and_keeps_the_checkpoint(tiny
                 if where == "table":  # a user of this batch
                     trainer.tables["user"].weight[trainer.stream["user"][start]] = float("nan")
                 elif where == "controller":
-                    next(trainer.controllers.parameters()).view(-1)[0] = float("inf")
+                    next(trainer.selector.controllers.parameters()).view(-1)[0] = float("inf")
                 else:
-                    trainer.logits["user"].weight[trainer.stream["user"][:500]] = float("nan")
+                    trainer.selector.logits["user"].weight[trainer.stream["user"][:500]] = float("nan")
         return original(*args)
     setattr(trainer, hook, poisoned)
     path = trainer.checkpoint_path
