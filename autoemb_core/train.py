@@ -276,23 +276,22 @@ class StreamingTrainer:
     # -- Theta ----------------------------------------------------------------------------------
     def virtual_step(self, w: dict, g_w: list, train: View) -> list:
         """The step W' = W - step of eq. 9, per leaf of ``w``, differentiable in ``g_w``: with ``unroll:
-        optimizer`` the step W's own optimizers would take from their current state (row-wise for the
-        training part's table rows only, as lazy updates move no other row; the dense optimizer's for the
-        DLRS); with ``sgd``, xi * grad."""
+        optimizer`` the step W's own optimizers would take from their current state (:meth:`leaf_step`);
+        with ``sgd``, xi * grad."""
+        if self.cfg.unroll == "sgd":
+            return [g * self.cfg.virtual_lr for g in g_w]
+        return [self.leaf_step(key, p, g, train) for (key, p), g in zip(w.items(), g_w)]
+
+    def leaf_step(self, key: str, p: torch.Tensor, g: torch.Tensor, train: View) -> torch.Tensor:
+        """The real optimizer's step for one leaf: row-wise for the training part's table rows only (a lazy
+        update moves no other row), the dense optimizer's for a DLRS parameter."""
         cfg = self.cfg
-        if cfg.unroll == "sgd":
-            return [g * cfg.virtual_lr for g in g_w]
-        steps = []
-        for (key, p), g in zip(w.items(), g_w):
-            if key.endswith("_rows"):
-                side = key[:-len("_rows")]
-                rows = train.local[side]
-                step = self.tables[side].virtual_step(train.ids[side].index_select(0, rows), g.index_select(0, rows))
-                steps.append(torch.zeros_like(p).index_add(0, rows, step))
-            else:
-                steps.append(optimizer_step(cfg.optimizer, g, self._dense_state(self.dense[key]), cfg.lr,
-                                            cfg.adam_betas, cfg.adam_eps))
-        return steps
+        if key.endswith("_rows"):
+            side = key[:-len("_rows")]
+            rows = train.local[side]
+            step = self.tables[side].virtual_step(train.ids[side].index_select(0, rows), g.index_select(0, rows))
+            return torch.zeros_like(p).index_add(0, rows, step)
+        return optimizer_step(cfg.optimizer, g, self._dense_state(self.dense[key]), cfg.lr, cfg.adam_betas, cfg.adam_eps)
 
     def _dense_state(self, p: torch.Tensor) -> dict:
         """The dense optimizer's state of ``p`` in :func:`optimizer_step`'s terms (zeros before its first step)."""

@@ -77,6 +77,7 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     folder = Path(args.results_dir or ROOT / "results" / "table2" / args.dataset)
+    folder.mkdir(parents=True, exist_ok=True)
     base = Config.for_dataset(dataset=args.dataset, data_dir=args.data_dir, progress=False)
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
     runs.to_csv(folder / "runs.csv", index=False)
@@ -105,7 +106,8 @@ def main(argv=None) -> int:
              .to_markdown(index=False, floatfmt=".4f") if len(ratios) else "(no bilevel runs)", ""]
     out = ROOT / "benchmarks" / "table2"
     out.mkdir(exist_ok=True)
-    with atomic_write(out / f"{args.dataset}.md", "w") as f:
+    name = args.dataset if len(args.tasks) > 1 else f"{args.dataset}-{args.tasks[0]}"
+    with atomic_write(out / f"{name}.md", "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
     return 0

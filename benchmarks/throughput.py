@@ -10,7 +10,7 @@ prediction, training step, tables); figures are the median, min and max over ``-
 
 Variants: ``fast`` (the default engine), ``plain`` (``fast_path: false``: per-sample transforms, torch's tanh,
 foreach Adam, a separate prediction forward) and ``naive``: the tables are whole-table parameters with dense
-gradients and dense Adam, and the bilevel step's unrolled W' is materialised for the whole model, as the public
+gradients and the table optimizer applied densely, and the bilevel step's unrolled W' is materialised for the whole model, as the public
 DARTS code does by copying the model. The FLOP bound is the step's matrix-multiply FLOPs (counted on one step with torch's
 FLOP formulas) at the matmul rate measured in the same run; "% bound" is bound time / step time.
 """
@@ -33,7 +33,7 @@ from torch.utils.flop_counter import flop_registry
 from autoemb_core.config import Config
 from autoemb_core.data import load_dataset
 from autoemb_core.interactions import Interactions
-from autoemb_core.model import SIDES
+from autoemb_core.model import SIDES, optimizer_step
 from autoemb_core.train import StreamingTrainer
 
 PHASES = {"bilevel_step": "controller update", "scores": "evaluation", "train_w": "training step",
@@ -51,29 +51,51 @@ def scattered_stream(dataset: str, rows: int, seed: int = 0) -> Interactions:
     return Interactions(user, item, data.rating, data.timestamp, np.arange(rows), np.arange(rows), data.name)
 
 
-class DenseAdamTable:
-    """A whole table as one parameter under torch's dense Adam: every row's moments move every step."""
+class DenseTable:
+    """A whole table as one parameter under torch's dense optimizer (the table optimizer's dense twin):
+    every row's state moves every step."""
 
     def __init__(self, weight: torch.Tensor, cfg: Config):
         self.weight = nn.Parameter(weight)
-        self.opt = torch.optim.Adam([self.weight], lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+        self.kind = cfg.table_optimizer
+        if self.kind == "adam":
+            self.opt = torch.optim.Adam([self.weight], lr=cfg.rows_lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+        elif self.kind == "adagrad":
+            self.opt = torch.optim.Adagrad([self.weight], lr=cfg.rows_lr, eps=cfg.adam_eps)
+        else:
+            self.opt = torch.optim.SGD([self.weight], lr=cfg.rows_lr)
+        self.cfg = cfg
 
     def update(self, rows, grad):
         self.weight.grad = grad
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
 
+    def virtual_step(self, grad):
+        state = self.opt.state.get(self.weight) or {}
+        if self.kind == "adam":
+            state = {"m": state["exp_avg"], "v": state["exp_avg_sq"], "steps": float(state["step"])} if state else \
+                {"m": torch.zeros_like(grad), "v": torch.zeros_like(grad), "steps": 0.0}
+        elif self.kind == "adagrad":
+            state = {"sum": state["sum"]}
+        return optimizer_step(self.kind, grad, state, self.cfg.rows_lr, self.cfg.adam_betas, self.cfg.adam_eps)
+
 
 class NaiveTrainer(StreamingTrainer):
-    """The straightforward implementation: W's leaves are the whole tables (dense gradients, dense Adam), so
-    the unrolled W - xi grad_W L_train is a copy of the whole model."""
+    """The straightforward implementation: W's leaves are the whole tables (dense gradients, dense
+    optimizer), so the unrolled W' is a copy of the whole model."""
 
     def __init__(self, data, cfg):
         super().__init__(data, cfg)
-        self.tables = {s: DenseAdamTable(self.tables[s].weight, cfg) for s in SIDES}
+        self.tables = {s: DenseTable(self.tables[s].weight, self.cfg) for s in SIDES}
 
     def w_leaves(self, view):
         return {**{f"{s}_rows": self.tables[s].weight for s in SIDES}, **dict(self.dlrs.named_parameters())}
+
+    def leaf_step(self, key, p, g, train):
+        if key.endswith("_rows"):
+            return self.tables[key[:-len("_rows")]].virtual_step(g)
+        return super().leaf_step(key, p, g, train)
 
     @torch.no_grad()
     def scores(self, view):
@@ -102,9 +124,10 @@ def touch(trainer) -> None:
     """Fault in every page of every per-id table (zeros are lazily mapped until first written)."""
     tensors = [t for table in trainer.tables.values() for t in
                (table.state().values() if hasattr(table, "state") else [table.weight])]
-    tensors += [*trainer.popularity.values(), *trainer.last_weights.values(), *trainer.last_loss.values()]
-    if trainer.logits is not None:
-        tensors += [t for table in trainer.logits.values() for t in table.state().values()]
+    context = trainer.context
+    tensors += [*context.popularity.values(), *context.last_weights.values(), *context.last_loss.values()]
+    if hasattr(trainer.selector, "logits"):
+        tensors += [t for table in trainer.selector.logits.values() for t in table.state().values()]
     with torch.no_grad():
         for t in tensors:
             t.view(-1)[::512].add_(0)
