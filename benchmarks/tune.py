@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 from autoemb_core.atomic import atomic_write  # noqa: E402
 from autoemb_core.config import Config  # noqa: E402
 
-W_RATES = {"table_lr": (0.05, 1.0), "lr": (5e-5, 3e-3)}
+W_RATES = {"table_lr": (0.05, 1.0), "lr": (1e-6, 3e-3)}  # lr down to 1e-6: on ml-100k the best
+# dense rate sat at the lower edge of an earlier range (5e-5), and a nearly frozen head did better still
 # log-uniform ranges of each method's settings; popularity_thresholds draws a first threshold and a ratio
 SPACE = {
     "global-mean": {},
