@@ -37,6 +37,19 @@ def optimizer_step(kind: str, grad: torch.Tensor, state: dict, lr: float, betas=
     return m * (lr / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).clamp_min(1e-30).sqrt() + eps)
 
 
+def torch_optimizer_state(kind: str, optimizer: torch.optim.Optimizer, p: torch.Tensor) -> dict:
+    """The state torch's ``optimizer`` (Adam, Adagrad or SGD) keeps for ``p``, in :func:`optimizer_step`'s
+    terms; Adam's is zeros before its first step."""
+    state = optimizer.state.get(p) or {}
+    if kind == "adam":
+        if not state:
+            return {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "steps": 0.0}
+        return {"m": state["exp_avg"], "v": state["exp_avg_sq"], "steps": float(state["step"])}
+    if kind == "adagrad":
+        return {"sum": state["sum"]}
+    return {}
+
+
 class SparseRows:
     """A table of rows with its own row-wise optimizer: lazy Adam (moments and step count kept per row,
     so a row's bias correction counts only the steps it was updated in), row-wise Adagrad (per-element

@@ -33,7 +33,7 @@ from .atomic import atomic_folder, atomic_write, write_json_atomic
 from .config import Config
 from .data import load_dataset
 from .interactions import Interactions, binary_label, class_label
-from .model import DLRS, SIDES, SparseRows, loss_and_correct, optimizer_step
+from .model import DLRS, SIDES, SparseRows, loss_and_correct, optimizer_step, torch_optimizer_state
 from .reference import make_reference
 from .selection import Context, make_selector
 from .stream import View, holdout_mask, make_batches, sample_validation
@@ -291,16 +291,8 @@ class StreamingTrainer:
             rows = train.local[side]
             step = self.tables[side].virtual_step(train.ids[side].index_select(0, rows), g.index_select(0, rows))
             return torch.zeros_like(p).index_add(0, rows, step)
-        return optimizer_step(cfg.optimizer, g, self._dense_state(self.dense[key]), cfg.lr, cfg.adam_betas, cfg.adam_eps)
-
-    def _dense_state(self, p: torch.Tensor) -> dict:
-        """The dense optimizer's state of ``p`` in :func:`optimizer_step`'s terms (zeros before its first step)."""
-        if self.cfg.optimizer != "adam":
-            return {}
-        state = self.dlrs_opt.state.get(p)
-        if not state:
-            return {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "steps": 0.0}
-        return {"m": state["exp_avg"], "v": state["exp_avg_sq"], "steps": float(state["step"])}
+        state = torch_optimizer_state(cfg.optimizer, self.dlrs_opt, self.dense[key])
+        return optimizer_step(cfg.optimizer, g, state, cfg.lr, cfg.adam_betas, cfg.adam_eps)
 
     def hypergradient(self, view: View, n_train: int) -> dict:
         """grad_Theta L_val(W', Theta) with W' = W - step(grad_W L_train(W, Theta)) (:meth:`virtual_step`);

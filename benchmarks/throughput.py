@@ -33,7 +33,7 @@ from torch.utils.flop_counter import flop_registry
 from autoemb_core.config import Config
 from autoemb_core.data import load_dataset
 from autoemb_core.interactions import Interactions
-from autoemb_core.model import SIDES, optimizer_step
+from autoemb_core.model import SIDES, optimizer_step, torch_optimizer_state
 from autoemb_core.train import StreamingTrainer
 
 PHASES = {"bilevel_step": "controller update", "scores": "evaluation", "train_w": "training step",
@@ -72,12 +72,7 @@ class DenseTable:
         self.opt.zero_grad(set_to_none=True)
 
     def virtual_step(self, grad):
-        state = self.opt.state.get(self.weight) or {}
-        if self.kind == "adam":
-            state = {"m": state["exp_avg"], "v": state["exp_avg_sq"], "steps": float(state["step"])} if state else \
-                {"m": torch.zeros_like(grad), "v": torch.zeros_like(grad), "steps": 0.0}
-        elif self.kind == "adagrad":
-            state = {"sum": state["sum"]}
+        state = torch_optimizer_state(self.kind, self.opt, self.weight)
         return optimizer_step(self.kind, grad, state, self.cfg.rows_lr, self.cfg.adam_betas, self.cfg.adam_eps)
 
 
