@@ -1,8 +1,9 @@
-"""Command line: ``python -m autoemb_core {run,compare,demo,summary,download} ...``."""
+"""Command line: ``python -m autoemb_core {run,compare,report,demo,summary,download} ...``."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from .config import METHODS, Config
 from .data import dataset_names, load_dataset
 from .experiments import TABLE2, compare, overall_table, save_table
 from .interactions import DataError
+from .report import ReportSettings, report, summary_lines
 from .train import run
 
 
@@ -58,14 +60,29 @@ def _compare(args) -> None:
     print(f"wrote {folder}")
 
 
+def _report(args) -> None:
+    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", *RUN_CONTROL)
+                 if getattr(args, k) is not None}
+    base = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
+    base = dataclasses.replace(base, progress=not args.no_progress, resume=args.resume)
+    folder = Path(args.results_dir or f"results/report/{base.dataset}")
+    settings = ReportSettings(base, folder, tuple(args.tasks), tuple(args.seeds), tuple(args.methods),
+                              figure1=not args.no_figure1, train_sizes=tuple(args.train_sizes), n_test=args.n_test,
+                              max_epochs=args.max_epochs, command=args.command_line)
+    claims = report(settings)
+    print("\n".join(summary_lines(claims)))
+    print(f"wrote {folder / 'REPORT.md'} and {folder / 'claims.csv'}")
+
+
 def _demo(args) -> None:
-    """The overall comparison (the paper's four methods, the reference predictors and the allocation
-    controls) on the built-in synthetic stream."""
-    args.dataset = args.data_dir = args.max_interactions = args.device = args.params = None
-    args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
-    args.resume = False
-    args.methods, args.tasks, args.seeds = list(TABLE2), ["regression"], [0]
-    _compare(args)
+    """The reproduction report at quick settings on the built-in synthetic stream: both tasks, 3 seeds, the
+    first 50,000 interactions; it ends with the verdicts."""
+    args.dataset, args.max_interactions = "synthetic", 50_000
+    args.data_dir = args.device = args.params = args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
+    args.resume, args.no_figure1 = False, False
+    args.methods, args.tasks, args.seeds = list(TABLE2), ["regression", "classification"], [0, 1, 2]
+    args.train_sizes, args.n_test, args.max_epochs = [4, 16, 64], 10, 10
+    _report(args)
 
 
 RUN_CONTROL = ("checkpoint_dir", "checkpoint_every", "grad_clip")
@@ -117,11 +134,30 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     p.set_defaults(func=_compare)
-    p = sub.add_parser("demo", help="Table 2's methods, floor and controls on the built-in synthetic stream")
+    p = sub.add_parser("report", help="every claim of the paper, with its interval and verdict: REPORT.md, claims.csv")
+    p.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--methods", nargs="+", default=list(TABLE2), choices=METHODS)
+    p.add_argument("--tasks", nargs="+", default=["regression", "classification"], choices=["regression", "classification"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
+    p.add_argument("--params", default=None)
+    p.add_argument("--results-dir", default=None, help="default: results/report/<dataset>; finished runs in it are reused")
+    p.add_argument("--no-figure1", action="store_true", help="skip Figure 1's capacity study (many models)")
+    p.add_argument("--train-sizes", nargs="+", type=int, default=[8, 32, 128, 256],
+                   help="Figure 1's grid of x, training ratings per study user")
+    p.add_argument("--n-test", type=int, default=10, help="Figure 1's test ratings per study user")
+    p.add_argument("--max-epochs", type=int, default=20, help="Figure 1: most epochs before early stopping")
+    p.add_argument("--no-progress", action="store_true")
+    _run_control(p)
+    p.set_defaults(func=_report)
+    p = sub.add_parser("demo", help="the reproduction report at quick settings on the built-in synthetic stream")
     p.add_argument("--results-dir", default="results/demo")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_demo)
     args = parser.parse_args(argv)
+    args.command_line = "python -m autoemb_core " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
         args.func(args)
     except (DataError, RuntimeError) as exc:

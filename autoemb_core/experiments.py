@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
@@ -55,18 +56,25 @@ def compare(base: Config, methods=TABLE2, tasks=("regression",), seeds=(0,), res
     return pd.DataFrame(rows)
 
 
-def iter_runs(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None, results_dir=None):
+def iter_runs(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None, results_dir=None,
+              reuse: bool = False):
     """Run each (method, seed) with ``base``'s task on ``data`` (default: ``base``'s dataset, loaded once),
     yielding ``((method, seed), RunResult)``. With ``results_dir``, each run is also saved under
-    ``results_dir/<task>-<method>-seed<seed>/``."""
+    ``results_dir/<task>-<method>-seed<seed>/``; with ``reuse``, a run already saved there with the same
+    settings (:meth:`RunResult.saved`) is loaded instead of run again."""
     if data is None:
         data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
+    elif base.max_interactions:
+        data = data.head(base.max_interactions)
     for method in methods:
         for seed in seeds:
             cfg = dataclasses.replace(base, method=method, seed=seed)
-            result = run(cfg, data)
-            if results_dir is not None:
-                result.save(Path(results_dir) / f"{cfg.task}-{method}-seed{seed}")
+            folder = None if results_dir is None else Path(results_dir) / f"{cfg.task}-{method}-seed{seed}"
+            result = RunResult.saved(folder, cfg, data) if reuse and folder is not None else None
+            if result is None:
+                result = run(cfg, data)
+                if folder is not None:
+                    result.save(folder)
             yield (method, seed), result
 
 
@@ -156,49 +164,63 @@ def _percent(value: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Figure 1: fixed dimensions, x training ratings per user, a fixed test part per user
+# Figure 1: fixed dimensions trained to convergence, x ratings per study user, a fixed test part per user
 
 
 @dataclass
 class PreliminarySplit:
-    """Figure 1's split, as stream positions: each study user's held-out ratings (the same for every x) and,
-    for each x, each study user's first x training ratings (nested: the set for x holds the set for x/2)."""
+    """Figure 1's split, as stream positions. Each study user's ratings are shuffled once (seeded): the first
+    ``n_test`` are its test part and the next ``n_validation`` its validation part (the same for every x);
+    the next x its training part (nested: the set for x holds the set for x/2). ``others`` holds every
+    interaction of the other users, which every training set contains."""
 
     users: np.ndarray
     test: np.ndarray
-    train: dict  # x -> positions
+    validation: np.ndarray
+    train: dict  # x -> the study users' training positions
+    others: np.ndarray
+
+    def training(self, x: int) -> np.ndarray:
+        """Every position a model for ``x`` trains on: the other users' interactions and x per study user."""
+        return np.sort(np.concatenate([self.others, self.train[x]]))
 
 
 def preliminary_split(data: Interactions, n_test: int = 10, train_sizes=(1, 2, 4, 8, 16, 32),
-                      seed: int = 0) -> PreliminarySplit:
-    """The study users are those with at least ``n_test + max(train_sizes)`` ratings. Each user's ratings
-    are shuffled (seeded): the first ``n_test`` are the test part, the next ``x`` the training part."""
+                      seed: int = 0, n_validation: int = 5) -> PreliminarySplit:
+    """The study users are those with at least ``n_test + n_validation + max(train_sizes)`` ratings."""
     train_sizes = sorted(int(x) for x in train_sizes)
     counts = np.bincount(data.user, minlength=data.n_users)
-    need = n_test + train_sizes[-1]
+    need = n_test + n_validation + train_sizes[-1]
     users = np.flatnonzero(counts >= need)
     if len(users) == 0:
-        raise DataError(f"no user of {data.name!r} has the n_test + max(train_sizes) = {need} ratings the "
-                        f"preliminary study needs (the most any user has is {counts.max(initial=0)})",
-                        hint="lower n_test or train_sizes, or raise max_interactions")
+        raise DataError(f"no user of {data.name!r} has the n_test + n_validation + max(train_sizes) = {need} "
+                        f"ratings the preliminary study needs (the most any user has is {counts.max(initial=0)})",
+                        hint="lower n_test, n_validation or train_sizes, or raise max_interactions")
     rng = np.random.default_rng(seed)
     by_user = np.argsort(data.user, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    test, train = [], {x: [] for x in train_sizes}
+    test, validation, train = [], [], {x: [] for x in train_sizes}
     for u in users:
         own = rng.permutation(by_user[starts[u]:starts[u + 1]])
         test.append(own[:n_test])
+        validation.append(own[n_test:n_test + n_validation])
         for x in train_sizes:
-            train[x].append(own[n_test:n_test + x])
-    return PreliminarySplit(users, np.sort(np.concatenate(test)), {x: np.sort(np.concatenate(p)) for x, p in train.items()})
+            train[x].append(own[n_test + n_validation:n_test + n_validation + x])
+    study = np.zeros(data.n_users, dtype=bool)
+    study[users] = True
+    return PreliminarySplit(users, np.sort(np.concatenate(test)), np.sort(np.concatenate(validation)),
+                            {x: np.sort(np.concatenate(p)) for x, p in train.items()},
+                            np.flatnonzero(~study[data.user]))
 
 
 def preliminary_plan(data: Interactions, n_test: int = 10, train_sizes=(1, 2, 4, 8, 16, 32),
-                     seed: int = 0) -> pd.DataFrame:
-    """The sizes of Figure 1's split, per x: study users, training and test ratings. Raises the split's
-    error early when no user has enough ratings."""
-    split = preliminary_split(data, n_test, train_sizes, seed)
-    return pd.DataFrame({"study users": len(split.users), "training ratings": [len(p) for p in split.train.values()],
+                     seed: int = 0, n_validation: int = 5) -> pd.DataFrame:
+    """The sizes of Figure 1's split, per x: study users, their training, validation and test ratings, and
+    the other users' interactions in every training set. Raises the split's error early when no user has
+    enough ratings."""
+    split = preliminary_split(data, n_test, train_sizes, seed, n_validation)
+    return pd.DataFrame({"study users": len(split.users), "study training ratings": [len(p) for p in split.train.values()],
+                         "other users' interactions": len(split.others), "validation ratings": len(split.validation),
                          "test ratings": len(split.test)}, index=pd.Index(list(split.train), name="x"))
 
 
@@ -209,28 +231,55 @@ def subset(data: Interactions, positions: np.ndarray, name: str | None = None) -
                         name or data.name, dict(data.meta))
 
 
+def fit_until_stop(trainer: StreamingTrainer, positions: np.ndarray, validation: np.ndarray, test: np.ndarray,
+                   max_epochs: int = 20, patience: int = 2, seed: int = 0) -> dict:
+    """Train ``trainer``'s W in epochs over ``positions`` of its stream (shuffled each epoch, seeded), until
+    the mean loss on ``validation`` has not improved for ``patience`` epochs; returns the test loss and
+    accuracy at the best validation epoch, that epoch and its validation loss. Nothing is predicted or
+    scored online: this is offline training, for Figure 1's capacity study."""
+    data, rng = trainer.data, np.random.default_rng([seed, 7])
+
+    def score(part):
+        loss, correct = trainer.evaluate(data.user[part], data.item[part], data.rating[part])
+        return float(loss.mean()), float(correct.float().mean())
+
+    best = {"validation_loss": float("inf"), "epoch": 0}
+    for epoch in range(1, max_epochs + 1):
+        order = torch.as_tensor(rng.permutation(positions), device=trainer.device)
+        for chunk in order.split(trainer.cfg.batch_size):
+            view = trainer.view(chunk)
+            with torch.no_grad():
+                weights = trainer.selection(view, trainer.theta(view))
+            trainer.learn(view, weights)
+        val_loss = score(validation)[0]
+        if val_loss < best["validation_loss"]:
+            loss, accuracy = score(test)
+            best = {"validation_loss": val_loss, "epoch": epoch, "loss": loss, "accuracy": accuracy}
+        elif epoch - best["epoch"] >= patience:
+            break
+    return {**best, "epochs": epoch}
+
+
 def preliminary_study(base: Config, data: Interactions, methods=("fixed-2", "fixed-16", "fixed-128"),
-                      train_sizes=(1, 2, 4, 8, 16, 32), n_test: int = 10, epochs: int = 3, seeds=(0,)) -> pd.DataFrame:
-    """Figure 1: for each seed, x and fixed dimension, train a fresh model for ``epochs`` passes over the
-    study users' x training ratings (in time order), then score the held-out ratings without training.
-    One row per run: test loss (MSE or CE) and accuracy, with the sizes involved."""
+                      train_sizes=(1, 2, 4, 8, 16, 32), n_test: int = 10, seeds=(0,), n_validation: int = 5,
+                      max_epochs: int = 20, patience: int = 2) -> pd.DataFrame:
+    """Figure 1 as a capacity study: for each seed, x and fixed dimension, a fresh model trained by
+    :func:`fit_until_stop` on every interaction of the other users plus x ratings per study user, early-stopped
+    on the study users' validation ratings, scored on their test ratings. One row per model."""
     rows = []
-    bar = tqdm(total=len(seeds) * len(train_sizes) * len(methods), disable=not base.progress, desc="runs")
+    bar = tqdm(total=len(seeds) * len(train_sizes) * len(methods), disable=not base.progress, desc="models")
     for seed in seeds:
-        split = preliminary_split(data, n_test, train_sizes, seed)
-        test = split.test
-        for x, positions in split.train.items():
-            train = subset(data, np.tile(positions, epochs), f"{data.name}-x{x}")
+        split = preliminary_split(data, n_test, train_sizes, seed, n_validation)
+        for x in split.train:
+            positions = split.training(x)
             for method in methods:
-                # many short runs on subsets of one stream: not worth a checkpoint each
+                # many models on one stream: not worth a checkpoint each
                 cfg = dataclasses.replace(base, method=method, seed=seed, progress=False, checkpoint_dir=None,
                                           resume=False)
-                trainer = StreamingTrainer(train, cfg)
-                trainer.run()
-                loss, correct = trainer.evaluate(data.user[test], data.item[test], data.rating[test])
-                rows.append({"method": method, "dimension": cfg.width, "train_size": x, "seed": seed,
-                             "loss": float(loss.mean()), "accuracy": float(correct.float().mean()),
-                             "users": len(split.users), "train_ratings": len(positions), "test_ratings": len(test)})
+                fit = fit_until_stop(StreamingTrainer(data, cfg), positions, split.validation, split.test,
+                                     max_epochs, patience, seed)
+                rows.append({"method": method, "dimension": cfg.width, "train_size": x, "seed": seed, **fit,
+                             "users": len(split.users), "train_ratings": len(positions), "test_ratings": len(split.test)})
                 bar.update()
     bar.close()
     return pd.DataFrame(rows)

@@ -1,5 +1,5 @@
-"""Paired per-seed comparisons: the mean difference, its t interval over seeds. Pure functions (numpy and
-math only), tested on cases with known answers."""
+"""Paired per-seed comparisons: the mean difference, its t interval over seeds, the detectable effect and the
+verdict on a claim. Pure functions (numpy and math only), tested on cases with known answers."""
 from __future__ import annotations
 
 import math
@@ -47,3 +47,63 @@ def paired_interval(a, b, level: float = 0.95) -> dict:
     std = float(d.std(ddof=1))
     half = t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "low": mean - half, "high": mean + half, "seeds": n}
+
+
+def mde(std: float, n: int, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t test over ``n`` seeds at ``level`` detects
+    with probability ``power``, for per-seed differences of standard deviation ``std``:
+    ``(t_{1-a/2} + t_{power}) * std / sqrt(n)`` with ``n - 1`` degrees of freedom. NaN below 2 seeds."""
+    if n < 2 or not math.isfinite(std):
+        return float("nan")
+    return (t_quantile(0.5 + level / 2, n - 1) + t_quantile(power, n - 1)) * std / math.sqrt(n)
+
+
+def seeds_needed(effect: float, std: float, level: float = 0.95, power: float = 0.8, most: int = 10_000) -> int | None:
+    """The fewest seeds whose :func:`mde` is at most ``|effect|`` (for an effect and seed-to-seed spread as
+    observed); None when even ``most`` seeds would not do (an effect of about zero)."""
+    effect = abs(effect)
+    if not (math.isfinite(effect) and math.isfinite(std)) or effect == 0:
+        return None
+    if std == 0:
+        return 2
+    n = 2
+    while mde(std, n, level, power) > effect:
+        n = n * 2 if n < 64 else n + 64
+        if n > most:
+            return None
+    lo = max(2, n // 2)
+    while lo < n:  # the smallest n in (n/2, n] that is enough
+        mid = (lo + n) // 2
+        lo, n = (mid + 1, n) if mde(std, mid, level, power) > effect else (lo, mid)
+    return n
+
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+
+
+def verdict(low: float, high: float, paper_effect: float | None = None) -> str:
+    """The verdict on an effect signed so that a positive value favours the paper, from its interval
+    ``[low, high]`` and, where the paper gives one, its own effect (in the same units):
+
+    - ``not reproduced``: the interval lies wholly below 0, or wholly below ``paper_effect``;
+    - ``reproduced``: the interval lies wholly above 0 (and not wholly below ``paper_effect``);
+    - ``inconclusive``: otherwise, including a missing interval (fewer than 2 seeds)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return INCONCLUSIVE
+    known = paper_effect is not None and math.isfinite(paper_effect)
+    if high < 0 or (known and high < paper_effect):
+        return NOT_REPRODUCED
+    if low > 0:
+        return REPRODUCED
+    return INCONCLUSIVE
+
+
+def claim(effects, paper_effect: float | None = None, level: float = 0.95, power: float = 0.8) -> dict:
+    """One claim's statistics from its per-seed effects (positive favours the paper): the mean effect, its
+    ``level`` t interval, the :func:`mde` of these seeds, the seeds and the :func:`verdict`."""
+    effects = np.asarray(effects, dtype=float)
+    r = paired_interval(effects, np.zeros_like(effects), level)
+    return {"effect": r["mean"], "ci_low": r["low"], "ci_high": r["high"], "std": r["std"],
+            "mde": mde(r["std"], r["seeds"], level, power), "n_seeds": r["seeds"],
+            "paper_effect": float("nan") if paper_effect is None else float(paper_effect),
+            "verdict": verdict(r["low"], r["high"], paper_effect)}

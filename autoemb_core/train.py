@@ -15,6 +15,7 @@ Every part touches only the embedding rows its batches use.
 from __future__ import annotations
 
 import ctypes
+import json
 import platform
 import subprocess
 import sys
@@ -83,6 +84,29 @@ class RunResult:
                 self.batches.to_csv(f, index=False)
             write_json_atomic(stage / "summary.json", self.summary)
         return folder
+
+    @classmethod
+    def load(cls, folder) -> "RunResult":
+        """A run saved by :meth:`save`."""
+        folder = Path(folder)
+        summary = json.loads((folder / "summary.json").read_text())
+        return cls(summary["config"], summary, pd.read_csv(folder / "batches.csv"),
+                   pd.read_parquet(folder / "samples.parquet"), pd.read_parquet(folder / "alphas.parquet"))
+
+    @classmethod
+    def saved(cls, folder, cfg: Config, data: Interactions) -> "RunResult | None":
+        """The run saved in ``folder`` if it is ``cfg``'s run on ``data`` (every setting that changes what a
+        run computes, the dataset and its size equal), else None."""
+        path = Path(folder) / "summary.json"
+        if not path.is_file():
+            return None
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        same = (summary.get("dataset") == data.name and summary.get("n_interactions") == len(data)
+                and not cfg.resolved().differences(summary.get("config", {})))
+        return cls.load(folder) if same else None
 
 
 class NumericsError(RuntimeError):

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import autoemb_core as ae
 from autoemb_core import experiments as ex
@@ -84,23 +85,29 @@ def test_save_tables_writes_csv_and_markdown_with_the_index(tmp_path):
 # -- Figure 1 -----------------------------------------------------------------------------------
 def test_preliminary_split_holds_out_a_fixed_part_and_nests_the_training_sets(tiny):
     sizes = (1, 2, 4, 8)
-    split = ex.preliminary_split(tiny, n_test=3, train_sizes=sizes, seed=0)
+    split = ex.preliminary_split(tiny, n_test=3, train_sizes=sizes, seed=0, n_validation=2)
     counts = np.bincount(tiny.user, minlength=tiny.n_users)
-    assert set(split.users) == set(np.flatnonzero(counts >= 3 + 8)) and len(split.users) > 10
-    test_users = tiny.user[split.test]
-    assert (np.bincount(test_users, minlength=tiny.n_users)[split.users] == 3).all()
-    assert set(test_users) == set(split.users)
+    assert set(split.users) == set(np.flatnonzero(counts >= 3 + 2 + 8)) and len(split.users) > 10
+    for part, k in ((split.test, 3), (split.validation, 2)):
+        assert (np.bincount(tiny.user[part], minlength=tiny.n_users)[split.users] == k).all()
+        assert set(tiny.user[part]) == set(split.users)
+    assert not set(split.test) & set(split.validation)
+    # the other users' interactions, all of them, and none of the study users'
+    assert set(tiny.user[split.others]).isdisjoint(split.users)
+    assert len(split.others) == counts[np.setdiff1d(np.arange(tiny.n_users), split.users)].sum()
     previous = set()
     for x in sizes:
         train = split.train[x]
         assert (np.bincount(tiny.user[train], minlength=tiny.n_users)[split.users] == x).all()
-        assert not set(train) & set(split.test)
+        assert not set(train) & (set(split.test) | set(split.validation))
         assert previous <= set(train)
         previous = set(train)
-    again, other = ex.preliminary_split(tiny, 3, sizes, seed=0), ex.preliminary_split(tiny, 3, sizes, seed=1)
+        assert np.array_equal(split.training(x), np.sort(np.concatenate([split.others, train])))
+    again, other = ex.preliminary_split(tiny, 3, sizes, 0, 2), ex.preliminary_split(tiny, 3, sizes, 1, 2)
     assert np.array_equal(again.test, split.test) and not np.array_equal(other.test, split.test)
-    plan = ex.preliminary_plan(tiny, 3, sizes)
-    assert list(plan.index) == list(sizes) and list(plan["training ratings"]) == [x * len(split.users) for x in sizes]
+    plan = ex.preliminary_plan(tiny, 3, sizes, n_validation=2)
+    assert list(plan.index) == list(sizes)
+    assert list(plan["study training ratings"]) == [x * len(split.users) for x in sizes]
 
 
 def test_preliminary_split_says_when_no_user_has_enough_ratings(tiny):
@@ -109,22 +116,37 @@ def test_preliminary_split_says_when_no_user_has_enough_ratings(tiny):
         ex.preliminary_split(tiny, n_test=most, train_sizes=(1,))
 
 
-def test_preliminary_study_trains_on_x_ratings_and_scores_the_held_out_ones(tiny):
+def test_fit_until_stop_keeps_the_best_validation_epoch_and_stops_after_patience(tiny):
+    split = ex.preliminary_split(tiny, 3, (4,), seed=0, n_validation=2)
+    cfg = Config(**{**FAST, "method": "fixed-16", "table_lr": 2.0})  # a rate that overfits quickly
+    trainer = StreamingTrainer(tiny, cfg)
+    fit = ex.fit_until_stop(trainer, split.training(4), split.validation, split.test, max_epochs=12, patience=2)
+    assert 1 <= fit["epoch"] <= fit["epochs"] <= 12
+    assert fit["epochs"] == 12 or fit["epochs"] - fit["epoch"] == 2
+    # by hand: the same epochs, scored on validation after each, with the same seeded shuffles
+    again = StreamingTrainer(tiny, cfg)
+    rng, losses, tests = np.random.default_rng([0, 7]), [], []
+    for _ in range(fit["epochs"]):
+        for chunk in torch.as_tensor(rng.permutation(split.training(4))).split(cfg.batch_size):
+            view = again.view(chunk)
+            again.learn(view, again.selection(view, again.theta(view)))
+        losses.append(float(again.evaluate(tiny.user[split.validation], tiny.item[split.validation],
+                                           tiny.rating[split.validation])[0].mean()))
+        tests.append(float(again.evaluate(tiny.user[split.test], tiny.item[split.test], tiny.rating[split.test])[0].mean()))
+    best = int(np.argmin(losses))
+    assert fit["epoch"] == best + 1 and fit["validation_loss"] == pytest.approx(losses[best], rel=1e-6)
+    assert fit["loss"] == pytest.approx(tests[best], rel=1e-6)
+
+
+def test_preliminary_study_trains_every_dimension_at_every_x(tiny):
     base = Config(**FAST)
-    study = ex.preliminary_study(base, tiny, ["fixed-2", "fixed-16"], train_sizes=(2, 4), n_test=3, epochs=2,
-                                 seeds=[0, 1])
+    study = ex.preliminary_study(base, tiny, ["fixed-2", "fixed-16"], train_sizes=(2, 4), n_test=3, seeds=[0, 1],
+                                 n_validation=2, max_epochs=2)
     assert len(study) == 8 and set(study.dimension) == {2, 16}
     assert study.loss.between(0, 1).all() and study.accuracy.between(0, 1).all()
-    # one cell by hand: fixed-16, x = 4, seed 1, two passes over the training ratings in time order
-    split = ex.preliminary_split(tiny, 3, (2, 4), seed=1)
-    positions = np.tile(split.train[4], 2)
-    trainer = StreamingTrainer(ex.subset(tiny, positions), Config(**{**FAST, "method": "fixed-16", "seed": 1}))
-    trainer.run()
-    loss, correct = trainer.evaluate(tiny.user[split.test], tiny.item[split.test], tiny.rating[split.test])
-    row = study[(study.dimension == 16) & (study.train_size == 4) & (study.seed == 1)].iloc[0]
-    assert row.loss == pytest.approx(float(loss.mean()), rel=1e-6)
-    assert row.accuracy == pytest.approx(float(correct.float().mean()))
-    assert row.train_ratings == 4 * len(split.users) and row.test_ratings == 3 * len(split.users)
+    assert (study.epoch >= 1).all() and (study.epochs <= 2).all()
+    split = ex.preliminary_split(tiny, 3, (2, 4), seed=1, n_validation=2)
+    assert (study[study.train_size == 4].train_ratings == len(split.training(4))).all()
 
 
 def study_frame(losses):

@@ -1,0 +1,127 @@
+"""The reproduction report: each claim's effect on constructed runs whose answer is known, and the report
+command end to end (every claim present, finished runs reused, the files the issue names)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import autoemb_core as ae
+from autoemb_core import experiments as ex
+from autoemb_core import report as rp
+from autoemb_core.__main__ import main
+from autoemb_core.config import Config
+from autoemb_core.stats import NOT_REPRODUCED, REPRODUCED
+from autoemb_core.train import RunResult
+
+FAST = dict(hidden=(8,), controller_hidden=(6,), batch_size=50, progress=False)
+
+
+def summaries(losses: dict, task="regression", dataset="d") -> pd.DataFrame:
+    """A compare() frame: ``losses[method]`` is the online loss per seed."""
+    return pd.DataFrame([{"dataset": dataset, "task": task, "method": m, "seed": s, "online_loss": v,
+                          "online_accuracy": 0.5} for m, values in losses.items() for s, v in enumerate(values)])
+
+
+def test_table2_claims_are_relative_paired_advantages_with_the_papers_effect():
+    noise = np.array([0.0, 0.01, -0.01, 0.02, -0.02])  # a shared per-seed effect that pairing removes
+    losses = {"fse": 0.20 + noise, "sam": 0.19 + noise, "darts": 0.195 + noise, "autoemb": 0.21 + noise,
+              "biases": np.full(5, 0.25), "uniform": 0.21 + noise}
+    claims = rp.claims_frame(rp.table2_claims(summaries(losses)))
+    row = claims.set_index(["method", "comparator"])
+    expected = (losses["fse"] - losses["sam"]) / losses["fse"]
+    assert row.loc[("sam", "fse"), "effect"] == pytest.approx(expected.mean())
+    assert row.loc[("sam", "fse"), "paper_effect"] == pytest.approx((0.1840 - 0.1819) / 0.1840)
+    assert row.loc[("autoemb", "darts"), "verdict"] == NOT_REPRODUCED  # AutoEmb is worse on every seed
+    assert row.loc[("darts", "sam"), "verdict"] == NOT_REPRODUCED
+    assert row.loc[("autoemb", "biases"), "effect"] > 0 and np.isnan(row.loc[("autoemb", "biases"), "paper_effect"])
+    assert ("autoemb", "random") not in row.index  # a method that did not run has no row
+    assert set(claims["claim"]) == {"Table 2: ordering", "AutoEmb beats the controls"}
+
+
+def test_a_claim_smaller_than_the_papers_is_not_reproduced_even_when_real():
+    fse = 0.2 + np.array([0.0, 0.001, 0.002])
+    claims = rp.claims_frame(rp.table2_claims(summaries({"fse": fse, "autoemb": fse * (1 - 0.001)})))
+    r = claims.iloc[0]
+    assert r["ci_low"] > 0 and r["ci_high"] < r["paper_effect"] and r["verdict"] == NOT_REPRODUCED
+    big = rp.claims_frame(rp.table2_claims(summaries({"fse": fse, "autoemb": fse * (1 - 0.03)}))).iloc[0]
+    assert big["verdict"] == REPRODUCED and big["effect"] == pytest.approx(0.03)
+
+
+def weight_records(slope: float, seeds=(0, 1, 2)) -> pd.DataFrame:
+    """Records whose weight on larger dimensions is exactly 0.1 + slope * log2(1 + popularity)."""
+    rows = []
+    for seed in seeds:
+        for i, pop in enumerate([0, 1, 3, 7, 15, 31]):
+            larger = 0.1 + slope * np.log2(1 + pop)
+            w2 = larger  # all of the larger weight on d=2's neighbour 128: sum_k w_k k/2 with w128 = larger
+            for d, w in ((2, 1 - w2), (16, 0.0), (128, w2)):
+                rows.append({"method": "autoemb", "seed": seed, "stage": "online", "batch": 1, "side": "user",
+                             "id": i, "popularity": pop, "dimension": d, "weight": w})
+    return pd.DataFrame(rows)
+
+
+def test_weight_slope_recovers_a_known_slope():
+    slopes = rp.weight_slopes(weight_records(0.1))
+    assert slopes["slope"].to_numpy() == pytest.approx([0.1, 0.1, 0.1])
+    flat = rp.claims_frame(rp.weight_claims(rp.weight_slopes(weight_records(0.0)), "d", "regression"))
+    assert flat["effect"].iloc[0] == pytest.approx(0.0, abs=1e-12)
+    rising = rp.weight_slopes(weight_records(0.1)).assign(slope=lambda f: f["slope"] + [0.0, 0.01, -0.01])
+    assert rp.claims_frame(rp.weight_claims(rising, "d", "regression"))["verdict"].iloc[0] == REPRODUCED
+
+
+def test_early_losses_weigh_the_first_part_of_the_offline_stage_by_batch_size():
+    batches = pd.DataFrame({"stage": ["offline"] * 5 + ["online"], "seen": [10, 20, 30, 40, 100, 110],
+                            "size": [10, 10, 10, 10, 60, 10], "loss": [1.0, 0.5, 0.2, 0.2, 0.1, 9.0]})
+    result = RunResult({}, {"task": "regression"}, batches, pd.DataFrame())
+    early = rp.early_losses({("fse", 0): result}, fraction=0.2)  # seen <= 20: the first two batches
+    assert early["loss"].iloc[0] == pytest.approx(0.75)
+
+
+def test_preliminary_claims_read_the_crossover_at_both_ends():
+    rows = []
+    for seed in range(3):
+        for x, (small, large) in ((1, (0.20, 0.22)), (16, (0.21, 0.21)), (256, (0.19, 0.15))):
+            rows += [{"seed": seed, "train_size": x, "dimension": 2, "method": "fixed-2", "loss": small + seed * 1e-3},
+                     {"seed": seed, "train_size": x, "dimension": 128, "method": "fixed-128", "loss": large + seed * 1e-3}]
+    claims = rp.claims_frame(rp.preliminary_claims(pd.DataFrame(rows), "d", "regression")).set_index("bucket")
+    assert claims.loc["x=1", "method"] == "fixed-2" and claims.loc["x=1", "effect"] > 0
+    assert claims.loc["x=256", "method"] == "fixed-128" and claims.loc["x=256", "verdict"] == REPRODUCED
+
+
+def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, monkeypatch):
+    folder = tmp_path / "rep"
+    argv = ["report", "--dataset", "synthetic-tiny", "--seeds", "0", "1", "--max-interactions", "3000",
+            "--methods", "biases", "fse", "uniform", "random", "popularity-rule", "sam", "darts", "autoemb",
+            "--train-sizes", "1", "4", "--n-test", "2", "--max-epochs", "2", "--results-dir", str(folder),
+            "--no-progress"]
+    original = Config.for_dataset
+    monkeypatch.setattr(Config, "for_dataset", classmethod(lambda cls, **kw: original(**kw).with_overrides(
+        hidden=(8,), controller_hidden=(6,), batch_size=50, record_alpha_every=1)))
+    assert main(argv) == 0
+    claims = pd.read_csv(folder / "claims.csv", keep_default_na=False)
+    assert list(claims.columns) == rp.COLUMNS
+    assert set(claims["claim"]) == {"Table 2: ordering", "AutoEmb beats the controls", "Figure 6: advantage by popularity",
+                                    "Figure 7: weight moves to larger dimensions", "Figure 8: advantage early in the stream",
+                                    "Figure 1 (stream): crossover", "Figure 1: crossover"}
+    assert set(claims["task"]) == {"regression", "classification"}
+    assert set(claims["verdict"]) <= {"reproduced", "not reproduced", "inconclusive"}
+    assert (claims["n_seeds"] == 2).all() and (claims["ci_low"] <= claims["ci_high"]).all()
+    text = (folder / "REPORT.md").read_text()
+    assert "python -m autoemb_core report --dataset synthetic-tiny" in text and "| torch |" in text
+    assert (folder / "figures" / "figure1_capacity.png").is_file()
+    meta = json.loads((folder / "report.json").read_text())
+    assert meta["seeds"] == [0, 1] and meta["versions"]["torch"]
+
+    def no_runs(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+    monkeypatch.setattr(ex, "run", no_runs)
+    monkeypatch.setattr(ex, "preliminary_study", no_runs)
+    assert main(argv) == 0
+    again = pd.read_csv(folder / "claims.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(claims, again)
+
+
+def test_report_needs_two_seeds(tmp_path, capsys):
+    assert main(["report", "--dataset", "synthetic-tiny", "--seeds", "0", "--results-dir", str(tmp_path)]) == 2
+    assert "at least 2 seeds" in capsys.readouterr().err
