@@ -76,12 +76,12 @@ def _report(args) -> None:
 
 def _demo(args) -> None:
     """The reproduction report at quick settings on the built-in synthetic stream: both tasks, 3 seeds, the
-    first 50,000 interactions; it ends with the verdicts."""
-    args.dataset, args.max_interactions = "synthetic", 50_000
+    first 30,000 interactions; it ends with the verdicts."""
+    args.dataset, args.max_interactions = "synthetic", 30_000
     args.data_dir = args.device = args.params = args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
     args.resume, args.no_figure1 = False, False
     args.methods, args.tasks, args.seeds = list(TABLE2), ["regression", "classification"], [0, 1, 2]
-    args.train_sizes, args.n_test, args.max_epochs = [4, 16, 64], 10, 10
+    args.train_sizes, args.n_test, args.max_epochs = [2, 8, 32], 10, 10
     _report(args)
 
 

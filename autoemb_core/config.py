@@ -18,7 +18,7 @@ TABLE2 = (*REFERENCE, "fse", *CONTROLS, "sam", "darts", "autoemb")  # the paper'
 BILEVEL = ("darts", "autoemb")  # Theta trained on validation data by the bilevel step
 SELECTING = ("sam", "darts", "autoemb", *CONTROLS)  # the AutoEmb architecture: N spaces and selection weights
 TUNABLE = ("lr", "table_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
-           "embedding_init_std")  # the settings a ``tuned:`` block of a params file may set
+           "embedding_init_std", "embedding_l2")  # the settings a ``tuned:`` block of a params file may set
 
 
 @dataclass
@@ -45,6 +45,8 @@ class Config:
     shared_batchnorm: bool = False  # one BatchNorm for all spaces (ESAPN) instead of one per space
     selection: str = "mean"  # eq. 7: (1/N) sum_n alpha_n e_n; "sum" drops the 1/N
     embedding_init_std: float = 0.1
+    embedding_l2: float = 0.0  # L2 penalty on the embedding rows in W's training loss: l2 * mean over samples of
+    # |e_user|^2 + |e_item|^2 (0: none, as in the paper); Figure 1's capacity study tunes it per dimension
     popularity_thresholds: tuple[int, ...] | None = None  # popularity-rule: space n for popularity in
     # [thresholds[n-1], thresholds[n]); N - 1 increasing thresholds, so d grows with popularity; None: 8, 64, ...
     item_prior: float = 5.0  # item-mean: pseudo-interactions at the global mean that shrink a rare item's mean
@@ -178,6 +180,8 @@ class Config:
             raise DataError(f"dims must be increasing positive sizes, got {self.dims}", self.params_file)
         if not 0 < self.offline_fraction < 1:
             raise DataError(f"offline_fraction must be in (0, 1), got {self.offline_fraction}", self.params_file)
+        if not self.embedding_l2 >= 0:
+            raise DataError(f"embedding_l2 must be >= 0, got {self.embedding_l2!r}", self.params_file)
         for name in ("grad_clip", "checkpoint_every", "table_lr"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise DataError(f"{name} must be > 0 or null, got {getattr(self, name)!r}", self.params_file)
@@ -207,13 +211,16 @@ class Config:
                     raise DataError(f"tuned.{task}.{method}: {bad} cannot be tuned", self.params_file,
                                     hint=f"tunable settings: {', '.join(TUNABLE)}")
 
-    # where a run's results and checkpoints go, and how it is watched: not part of what it computes
-    BOOKKEEPING = ("progress", "results_dir", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes", "resume",
-                   "device", "tuned", "explicit")
+    # where a run's data, results and checkpoints are, and how it is watched: not part of what it computes
+    # (the data itself is compared by its fingerprint or size)
+    BOOKKEEPING = ("progress", "data_dir", "results_dir", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
+                   "resume", "device", "tuned", "explicit")
 
     def differences(self, other: dict) -> dict:
         """Settings that change what a run computes and differ from ``other`` (a :meth:`to_dict`)."""
-        mine = self.to_dict()
+        mine, defaults = self.to_dict(), type(self)(method=self.method).to_dict()
+        # a setting added after ``other`` was saved computes what it computed before at its default
+        other = {**{k: v for k, v in defaults.items() if k not in other}, **other}
         return {k: (other.get(k), mine.get(k)) for k in sorted(set(mine) | set(other))
                 if k not in self.BOOKKEEPING and mine.get(k) != other.get(k)}
 

@@ -1,6 +1,7 @@
 """The paper's experiments, built from runs; the notebooks under ``notebooks/`` call one function per step.
 
-- Figure 1, the preliminary study: :func:`preliminary_split`, :func:`preliminary_study`, :func:`crossover`.
+- Figure 1, the preliminary study: :func:`preliminary_split`, :func:`fit_until_stop`, :func:`preliminary_study`,
+  :func:`crossover`.
 - Table 2, the overall comparison: :func:`compare`, :func:`overall_table`, :func:`paper_table`.
 - Figures 6 and 7, popularity: :func:`run_methods`, :func:`popularity_metrics`, :func:`weight_records`,
   :func:`select_weights`.
@@ -224,13 +225,6 @@ def preliminary_plan(data: Interactions, n_test: int = 10, train_sizes=(1, 2, 4,
                          "test ratings": len(split.test)}, index=pd.Index(list(split.train), name="x"))
 
 
-def subset(data: Interactions, positions: np.ndarray, name: str | None = None) -> Interactions:
-    """The interactions at ``positions``, in that order, keeping ``data``'s id space."""
-    return Interactions(data.user[positions], data.item[positions], data.rating[positions],
-                        data.timestamp[positions], data.raw_user_ids, data.raw_item_ids,
-                        name or data.name, dict(data.meta))
-
-
 def fit_until_stop(trainer: StreamingTrainer, positions: np.ndarray, validation: np.ndarray, test: np.ndarray,
                    max_epochs: int = 20, patience: int = 2, seed: int = 0) -> dict:
     """Train ``trainer``'s W in epochs over ``positions`` of its stream (shuffled each epoch, seeded), until
@@ -261,26 +255,32 @@ def fit_until_stop(trainer: StreamingTrainer, positions: np.ndarray, validation:
 
 
 def preliminary_study(base: Config, data: Interactions, methods=("fixed-2", "fixed-16", "fixed-128"),
-                      train_sizes=(1, 2, 4, 8, 16, 32), n_test: int = 10, seeds=(0,), n_validation: int = 5,
-                      max_epochs: int = 20, patience: int = 2) -> pd.DataFrame:
-    """Figure 1 as a capacity study: for each seed, x and fixed dimension, a fresh model trained by
-    :func:`fit_until_stop` on every interaction of the other users plus x ratings per study user, early-stopped
-    on the study users' validation ratings, scored on their test ratings. One row per model."""
+                      train_sizes=(8, 32, 128, 256), n_test: int = 10, seeds=(0,), n_validation: int = 5,
+                      max_epochs: int = 20, patience: int = 2, l2_grid=(0.0,)) -> pd.DataFrame:
+    """Figure 1 as a capacity study: for each seed, x and fixed dimension, fresh models trained by
+    :func:`fit_until_stop` on every interaction of the other users plus x ratings per study user, one per
+    ``embedding_l2`` of ``l2_grid``, early-stopped on the study users' validation ratings; the one with the
+    best validation loss is scored on their test ratings (the same budget for every dimension). One row per
+    (seed, x, dimension)."""
     rows = []
-    bar = tqdm(total=len(seeds) * len(train_sizes) * len(methods), disable=not base.progress, desc="models")
+    bar = tqdm(total=len(seeds) * len(train_sizes) * len(methods) * len(l2_grid), disable=not base.progress,
+               desc="models")
     for seed in seeds:
         split = preliminary_split(data, n_test, train_sizes, seed, n_validation)
         for x in split.train:
             positions = split.training(x)
             for method in methods:
-                # many models on one stream: not worth a checkpoint each
-                cfg = dataclasses.replace(base, method=method, seed=seed, progress=False, checkpoint_dir=None,
-                                          resume=False)
-                fit = fit_until_stop(StreamingTrainer(data, cfg), positions, split.validation, split.test,
-                                     max_epochs, patience, seed)
-                rows.append({"method": method, "dimension": cfg.width, "train_size": x, "seed": seed, **fit,
+                fits = []
+                for l2 in l2_grid:
+                    # many models on one stream: not worth a checkpoint each
+                    cfg = dataclasses.replace(base, method=method, seed=seed, embedding_l2=float(l2), progress=False,
+                                              checkpoint_dir=None, resume=False)
+                    fits.append({**fit_until_stop(StreamingTrainer(data, cfg), positions, split.validation,
+                                                  split.test, max_epochs, patience, seed), "embedding_l2": float(l2)})
+                    bar.update()
+                best = min(fits, key=lambda f: f["validation_loss"])
+                rows.append({"method": method, "dimension": cfg.width, "train_size": x, "seed": seed, **best,
                              "users": len(split.users), "train_ratings": len(positions), "test_ratings": len(split.test)})
-                bar.update()
     bar.close()
     return pd.DataFrame(rows)
 
@@ -294,24 +294,6 @@ def crossover(study: pd.DataFrame) -> pd.DataFrame:
     table["best by loss"] = loss.idxmin(axis=1)
     table["best by accuracy"] = accuracy.idxmax(axis=1)
     return table
-
-
-def has_crossover(study: pd.DataFrame, metric: str = "loss") -> bool:
-    """The paper's observation: at the smallest x the smallest dimension beats the largest, and at the
-    largest x the largest beats the smallest (means over seeds)."""
-    mean = study.groupby(["train_size", "dimension"])[metric].mean().unstack("dimension")
-    small, large = mean.columns.min(), mean.columns.max()
-    sign = 1 if metric == "loss" else -1
-    first, last = mean.iloc[0], mean.iloc[-1]
-    return bool(sign * (first[small] - first[large]) < 0 and sign * (last[large] - last[small]) < 0)
-
-
-def crossover_verdict(study: pd.DataFrame) -> pd.DataFrame:
-    """:func:`has_crossover` by loss and by accuracy, as a table."""
-    dims = sorted(study["dimension"].unique())
-    column = f"d = {dims[0]} beats d = {dims[-1]} at the smallest x, and loses at the largest"
-    return pd.DataFrame({column: [has_crossover(study, m) for m in ("loss", "accuracy")]},
-                        index=pd.Index(["loss", "accuracy"], name="by"))
 
 
 # ---------------------------------------------------------------------------------------------

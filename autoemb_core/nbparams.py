@@ -103,6 +103,12 @@ def positive_int(optional: bool = False) -> Callable:
     return check
 
 
+def fraction(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise _bad(name, value, "expected a number in (0, 1]", f"e.g. -p {name} 0.2")
+    return float(value)
+
+
 def path_or_none(name, value):
     if value is not None and not isinstance(value, (str, Path)):
         raise _bad(name, value, "expected a folder path or None")
@@ -150,11 +156,13 @@ FOUR = ["fse", "sam", "darts", "autoemb"]
 
 NOTEBOOKS: dict[str, dict[str, Knob]] = {
     "preliminary": {
-        **_common(_ONE_TASK, ["fixed-2", "fixed-16", "fixed-128"], [0, 1], None, "01_preliminary",
+        **_common(_ONE_TASK, ["fixed-2", "fixed-16", "fixed-128"], [0, 1], 50_000, "01_preliminary",
                   allowed=("fixed-2", "fixed-16", "fixed-128")),
         "n_test": Knob(10, positive_int(), "held-out test ratings per study user"),
-        "train_sizes": Knob([1, 2, 4, 8, 16, 32], int_list(1, increasing=True), "the grid of x, training ratings per user"),
-        "epochs": Knob(2, positive_int(), "passes over each training set"),
+        "n_validation": Knob(5, positive_int(), "validation ratings per study user (early stopping)"),
+        "train_sizes": Knob([2, 8, 32], int_list(1, increasing=True), "the grid of x, training ratings per study user"),
+        "max_epochs": Knob(10, positive_int(), "most epochs per model; training stops earlier when validation stalls"),
+        "patience": Knob(2, positive_int(), "epochs without a better validation loss before stopping"),
     },
     "overall": {
         **_common(Knob("both", choice("regression", "classification", "both"),
@@ -162,7 +170,7 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
                   list(TABLE2), [0, 1, 2], 30_000, "02_overall"),
     },
     "popularity": {
-        **_common(_ONE_TASK, FOUR, [0], 50_000, "03_popularity"),
+        **_common(_ONE_TASK, FOUR, [0, 1], 50_000, "03_popularity"),
         "side": Knob("user", choice("user", "item"), "whose popularity the buckets of Figures 6 and 7 count"),
         "min_samples": Knob(200, positive_int(), "the top popularity bucket holds at least this many samples"),
         "weights_method": Knob("autoemb", choice("autoemb", "sam", "darts"), "whose weights Figure 7 shows"),
@@ -170,8 +178,9 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
                                    config=True),
     },
     "data_efficiency": {
-        **_common(_ONE_TASK, FOUR, [0], 50_000, "04_data_efficiency"),
+        **_common(_ONE_TASK, FOUR, [0, 1], 50_000, "04_data_efficiency"),
         "points": Knob(20, positive_int(), "points along the offline stage"),
+        "early_fraction": Knob(0.2, fraction, "the early, data-poor part of the offline stage that the claim reads"),
     },
 }
 

@@ -297,6 +297,15 @@ class StreamingTrainer:
         """Mean loss of ``view`` under parameters ``w``."""
         return loss_and_correct(self.outputs(w, weights, view, bn_mode), view.target, self.cfg.task)[0].mean()
 
+    def penalty(self, w: dict, view: View) -> torch.Tensor | float:
+        """``embedding_l2`` times the mean over ``view``'s samples of |e_user|^2 + |e_item|^2: W's training
+        loss adds it (the real step and the virtual one alike); a validation loss does not."""
+        if not self.cfg.embedding_l2:
+            return 0.0
+        total = sum((view.counts[s].to(w[f"{s}_rows"].dtype) * view.gather(s, w[f"{s}_rows"]).square().sum(1)).sum()
+                    for s in SIDES)
+        return self.cfg.embedding_l2 * total / len(view.target)
+
     # -- Theta ----------------------------------------------------------------------------------
     def virtual_step(self, w: dict, g_w: list, train: View) -> list:
         """The step W' = W - step of eq. 9, per leaf of ``w``, differentiable in ``g_w``: with ``unroll:
@@ -332,7 +341,7 @@ class StreamingTrainer:
             self.second_order_ratio = 0.0
             return dict(zip(theta, torch.autograd.grad(self.loss(w, weights, val, "batch"), list(theta.values()))))
         exact = cfg.hypergradient == "exact"
-        l_train = self.loss(w, weights, train, "batch")
+        l_train = self.loss(w, weights, train, "batch") + self.penalty(w, train)
         g_w = torch.autograd.grad(l_train, list(w.values()), create_graph=exact, retain_graph=True, allow_unused=True)
         g_w = [torch.zeros_like(p) if g is None else g for p, g in zip(w.values(), g_w)]
         if not exact:
@@ -402,7 +411,7 @@ class StreamingTrainer:
             weights = self.selection(view, theta)
         w = self.w_leaves(view)
         outputs = self.outputs(w, weights, view, "train")
-        loss = loss_and_correct(outputs, view.target, self.cfg.task)[0].mean()
+        loss = loss_and_correct(outputs, view.target, self.cfg.task)[0].mean() + self.penalty(w, view)
         self.guard("training loss", [loss.detach()])
         grads = torch.autograd.grad(loss, [*w.values(), *theta.values()], allow_unused=True)
         self.guard("gradient of W", grads[:len(w)], clip=True)

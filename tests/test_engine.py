@@ -44,8 +44,8 @@ def objective(trainer, view, n_train, xi):
     trainer = copy.deepcopy(trainer)
     train, val = view.part(0, n_train), view.part(n_train, len(view.target))
     w = trainer.w_leaves(view)
-    grads = torch.autograd.grad(trainer.loss(w, trainer.selection(view, trainer.theta(view)), train, "batch"),
-                                list(w.values()), allow_unused=True)
+    l_train = trainer.loss(w, trainer.selection(view, trainer.theta(view)), train, "batch") + trainer.penalty(w, train)
+    grads = torch.autograd.grad(l_train, list(w.values()), allow_unused=True)
     if trainer.cfg.unroll == "sgd" or xi == 0:
         unrolled = {k: p - xi * (0 if g is None else g) for (k, p), g in zip(w.items(), grads)}
     else:
@@ -86,10 +86,30 @@ def directional(grads, direction):
 
 UNROLLS = [dict(unroll="optimizer", table_optimizer="adagrad", table_lr=0.5, lr=0.05),
            dict(unroll="optimizer", table_optimizer="adam", table_lr=0.05, lr=0.05),
-           dict(unroll="sgd", xi=0.5)]
+           dict(unroll="sgd", xi=0.5),
+           dict(unroll="optimizer", table_optimizer="adagrad", table_lr=0.5, lr=0.05, embedding_l2=0.3)]
+UNROLL_IDS = ["adagrad", "adam", "sgd", "adagrad-l2"]
 
 
-@pytest.mark.parametrize("unroll", UNROLLS, ids=["adagrad", "adam", "sgd"])
+def test_embedding_l2_is_the_per_sample_penalty_and_enters_the_real_step(tiny):
+    cfg = dict(**{**SMALL, "table_optimizer": "sgd", "table_lr": 0.1})
+    with_l2 = StreamingTrainer(tiny.head(400), Config(method="fixed-16", embedding_l2=0.5, **cfg), dtype=torch.float64)
+    without = StreamingTrainer(tiny.head(400), Config(method="fixed-16", **cfg), dtype=torch.float64)
+    view = with_l2.view(slice(0, 60))
+    rows = {s: with_l2.tables[s].weight.clone() for s in SIDES}
+    naive = sum(float(rows["user"][u] @ rows["user"][u] + rows["item"][i] @ rows["item"][i])
+                for u, i in zip(tiny.user[:60], tiny.item[:60])) / 60
+    assert with_l2.penalty(with_l2.w_leaves(view), view).item() == pytest.approx(0.5 * naive, rel=1e-12)
+    assert without.penalty(without.w_leaves(view), view) == 0.0
+    for trainer in (with_l2, without):
+        trainer.train_w(view, trainer.selection(view, trainer.theta(view)))
+    for s in SIDES:  # SGD: the penalty's gradient, 2 l2 (count / n) e, is the only difference between the two steps
+        counts = torch.zeros(len(rows[s]), dtype=torch.float64).index_add_(0, view.ids[s], view.counts[s].double())
+        expected = -0.1 * 2 * 0.5 * (counts / 60).unsqueeze(1) * rows[s]
+        torch.testing.assert_close(with_l2.tables[s].weight - without.tables[s].weight, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("unroll", UNROLLS, ids=UNROLL_IDS)
 @pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("method", ["autoemb", "darts"])
 def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, fast_path, unroll):
@@ -109,7 +129,7 @@ def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, f
         assert abs(directional(first_order, direction) - numeric) > 1e-3 * abs(numeric)
 
 
-@pytest.mark.parametrize("unroll", UNROLLS, ids=["adagrad", "adam", "sgd"])
+@pytest.mark.parametrize("unroll", UNROLLS, ids=UNROLL_IDS)
 @pytest.mark.parametrize("method", ["autoemb", "darts"])
 def test_finite_difference_hypergradient_agrees_with_the_exact_one(tiny, method, unroll):
     trainer = small_trainer(tiny, method, **unroll)
