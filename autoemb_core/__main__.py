@@ -68,7 +68,8 @@ def _report(args) -> None:
     folder = Path(args.results_dir or f"results/report/{base.dataset}")
     settings = ReportSettings(base, folder, tuple(args.tasks), tuple(args.seeds), tuple(args.methods),
                               figure1=not args.no_figure1, train_sizes=tuple(args.train_sizes), n_test=args.n_test,
-                              max_epochs=args.max_epochs, command=args.command_line)
+                              n_validation=args.n_validation, max_epochs=args.max_epochs,
+                              l2_grid=tuple(args.l2_grid), command=args.command_line)
     claims = report(settings)
     print("\n".join(summary_lines(claims)))
     print(f"wrote {folder / 'REPORT.md'} and {folder / 'claims.csv'}")
@@ -81,7 +82,7 @@ def _demo(args) -> None:
     args.data_dir = args.device = args.params = args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
     args.resume, args.no_figure1 = False, False
     args.methods, args.tasks, args.seeds = list(TABLE2), ["regression", "classification"], [0, 1, 2]
-    args.train_sizes, args.n_test, args.max_epochs = [2, 8, 32], 10, 10
+    args.train_sizes, args.n_test, args.n_validation, args.max_epochs, args.l2_grid = [2, 8, 32], 10, 5, 10, [0.0]
     _report(args)
 
 
@@ -145,10 +146,13 @@ def main(argv=None) -> int:
     p.add_argument("--params", default=None)
     p.add_argument("--results-dir", default=None, help="default: results/report/<dataset>; finished runs in it are reused")
     p.add_argument("--no-figure1", action="store_true", help="skip Figure 1's capacity study (many models)")
-    p.add_argument("--train-sizes", nargs="+", type=int, default=[8, 32, 128, 256],
+    p.add_argument("--train-sizes", nargs="+", type=int, default=[8, 32, 128],
                    help="Figure 1's grid of x, training ratings per study user")
     p.add_argument("--n-test", type=int, default=10, help="Figure 1's test ratings per study user")
+    p.add_argument("--n-validation", type=int, default=10, help="Figure 1's validation ratings per study user")
     p.add_argument("--max-epochs", type=int, default=20, help="Figure 1: most epochs before early stopping")
+    p.add_argument("--l2-grid", nargs="+", type=float, default=[0.0],
+                   help="Figure 1: the embedding_l2 values tried per model, the best on validation kept")
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     p.set_defaults(func=_report)

@@ -194,10 +194,11 @@ class ReportSettings:
     early_fraction: float = 0.2
     figure1: bool = True  # the capacity study (the slowest part on a large stream)
     n_test: int = 10
-    n_validation: int = 5
-    train_sizes: tuple = (8, 32, 128, 256)
+    n_validation: int = 10
+    train_sizes: tuple = (8, 32, 128)
     max_epochs: int = 20
     patience: int = 2
+    l2_grid: tuple = (0.0,)
     command: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -257,6 +258,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
         rows += preliminary_claims(study, dataset, fig1_task)
         figures["figure1_capacity"] = plots.preliminary(study, fig1_task)
     claims = claims_frame(rows)
+    truth = generator_capacity(dataset, s.train_sizes) if s.figure1 else None
     figure_dir = folder / "figures"
     for name, fig in figures.items():
         plots.save(fig, figure_dir, name)
@@ -265,25 +267,36 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     meta = {"command": s.command, "dataset": dataset, "interactions": len(data), "tasks": list(s.tasks),
             "seeds": list(s.seeds), "methods": list(s.methods), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "seconds": seconds, "machine": machine(), "versions": versions(), "config": base.to_dict(),
-            "figure1": {k: getattr(s, k) for k in ("n_test", "n_validation", "train_sizes", "max_epochs", "patience")}
+            "figure1": {k: getattr(s, k) for k in ("n_test", "n_validation", "train_sizes", "max_epochs", "patience",
+                                                   "l2_grid")}
             if s.figure1 else None, **s.extra}
     write_json_atomic(folder / "report.json", meta)
     with atomic_write(folder / "REPORT.md", "w") as f:
-        f.write(render(claims, summaries, meta, sorted(figures)))
+        f.write(render(claims, summaries, meta, sorted(figures), truth))
     return claims
+
+
+def generator_capacity(dataset: str, train_sizes) -> pd.DataFrame | None:
+    """For a synthetic preset, the generator's own Figure 1 (:func:`synthetic.capacity_study`: per-user ridge
+    on the true item factors) at the report's x and at larger ones, beside the trained models'; else None."""
+    from . import synthetic
+    if dataset not in synthetic.PRESETS:
+        return None
+    sizes = sorted({*train_sizes, 256, 512, 1024})
+    return synthetic.capacity_study(dataset, train_sizes=sizes).round(4)
 
 
 def preliminary(s: ReportSettings, base: Config, data: Interactions, folder: Path) -> pd.DataFrame:
     """Figure 1's capacity study, reusing ``figure1_runs.csv`` when it was made with the same settings."""
     key = {"config": base.resolved().to_dict(), "interactions": len(data), "seeds": list(s.seeds),
            **{k: list(v) if isinstance(v := getattr(s, k), tuple) else v
-              for k in ("n_test", "n_validation", "train_sizes", "max_epochs", "patience")}}
+              for k in ("n_test", "n_validation", "train_sizes", "max_epochs", "patience", "l2_grid")}}
     key["config"] = {k: v for k, v in key["config"].items() if k not in Config.BOOKKEEPING}
     saved, settings_path = folder / "figure1_runs.csv", folder / "figure1_settings.json"
     if saved.is_file() and settings_path.is_file() and json.loads(settings_path.read_text()) == key:
         return pd.read_csv(saved)
     study = ex.preliminary_study(base, data, FIXED, s.train_sizes, s.n_test, s.seeds, s.n_validation,
-                                 s.max_epochs, s.patience)
+                                 s.max_epochs, s.patience, s.l2_grid)
     ex.save_frame(study, folder, "figure1_runs")
     write_json_atomic(settings_path, key)
     return study
@@ -335,7 +348,8 @@ def summary_lines(claims: pd.DataFrame) -> list[str]:
     return lines
 
 
-def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: list[str]) -> str:
+def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: list[str],
+           truth: pd.DataFrame | None = None) -> str:
     dataset = meta["dataset"]
     layout = ex.paper_table(ex.overall_table(summaries))
     lines = [f"# Reproduction report: AutoEmb (Zhao et al., 2020) on {dataset}", "",
@@ -362,6 +376,12 @@ def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: l
         need = [n for n in need if n]
         lines += [f"Every row is inconclusive: {min(need) if need else 'no finite number of'} seeds would settle the "
                   f"easiest one, {max(need) if need else '-'} the hardest with a nonzero effect.", ""]
+    if truth is not None:
+        lines += ["## Figure 1 in the generator's truth", "",
+                  "`synthetic.capacity_study`: per-user ridge fits on the first d true item factors, for the most "
+                  "active users, with x ratings drawn from the generator's own model (test MSE on the 1..5 scale). "
+                  "It shows where the data's own crossover lies, for comparison with the trained models above.", "",
+                  truth.reset_index().to_markdown(index=False), ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{name}](figures/{name}.png)" for name in figures] + [""]
     lines += ["## Versions", "", "| package | version |", "|---|---|"]

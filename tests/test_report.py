@@ -93,7 +93,7 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
     folder = tmp_path / "rep"
     argv = ["report", "--dataset", "synthetic-tiny", "--seeds", "0", "1", "--max-interactions", "3000",
             "--methods", "biases", "fse", "uniform", "random", "popularity-rule", "sam", "darts", "autoemb",
-            "--train-sizes", "1", "4", "--n-test", "2", "--max-epochs", "2", "--results-dir", str(folder),
+            "--train-sizes", "1", "4", "--n-test", "2", "--n-validation", "2", "--max-epochs", "2", "--results-dir", str(folder),
             "--no-progress"]
     original = Config.for_dataset
     monkeypatch.setattr(Config, "for_dataset", classmethod(lambda cls, **kw: original(**kw).with_overrides(
