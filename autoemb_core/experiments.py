@@ -13,6 +13,7 @@ drawn by :mod:`autoemb_core.plots`.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,10 +276,12 @@ def preliminary_study(base: Config, data: Interactions, methods=("fixed-2", "fix
                     # many models on one stream: not worth a checkpoint each
                     cfg = dataclasses.replace(base, method=method, seed=seed, embedding_l2=float(l2), progress=False,
                                               checkpoint_dir=None, resume=False)
-                    fits.append({**fit_until_stop(StreamingTrainer(data, cfg), positions, split.validation,
-                                                  split.test, max_epochs, patience, seed), "embedding_l2": float(l2)})
+                    began = time.perf_counter()
+                    fit = fit_until_stop(StreamingTrainer(data, cfg), positions, split.validation, split.test,
+                                         max_epochs, patience, seed)
+                    fits.append({**fit, "embedding_l2": float(l2), "seconds": time.perf_counter() - began})
                     bar.update()
-                best = min(fits, key=lambda f: f["validation_loss"])
+                best = {**min(fits, key=lambda f: f["validation_loss"]), "seconds": sum(f["seconds"] for f in fits)}
                 rows.append({"method": method, "dimension": cfg.width, "train_size": x, "seed": seed, **best,
                              "users": len(split.users), "train_ratings": len(positions), "test_ratings": len(split.test)})
     bar.close()

@@ -227,8 +227,8 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
         methods = list(dict.fromkeys([*s.methods, *(FIXED if task == fig1_task and s.figure1 else ())]))
         cfg = dataclasses.replace(base, task=task)
         results[task] = dict(ex.iter_runs(cfg, methods, s.seeds, data, runs_dir, reuse=True))
-    summaries = pd.DataFrame([{**{k: r.summary[k] for k in ("dataset", "task", "method", "seed", "online_loss",
-                                                              "online_accuracy")}}
+    summaries = pd.DataFrame([{k: r.summary[k] for k in ("dataset", "task", "method", "seed", "online_loss",
+                                                         "online_accuracy", "seconds")}
                               for by_task in results.values() for r in by_task.values()])
     ex.save_table(summaries, folder, "runs")
     rows += table2_claims(summaries[~summaries["method"].isin(FIXED)])
@@ -266,7 +266,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     seconds = (datetime.datetime.now(datetime.timezone.utc) - began).total_seconds()
     meta = {"command": s.command, "dataset": dataset, "interactions": len(data), "tasks": list(s.tasks),
             "seeds": list(s.seeds), "methods": list(s.methods), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-            "seconds": seconds, "machine": machine(), "versions": versions(), "config": base.to_dict(),
+            "seconds": seconds, "run_seconds": float(summaries["seconds"].sum()), "machine": machine(), "versions": versions(), "config": base.to_dict(),
             "figure1": {k: getattr(s, k) for k in ("n_test", "n_validation", "train_sizes", "max_epochs", "patience",
                                                    "l2_grid")}
             if s.figure1 else None, **s.extra}
@@ -328,8 +328,10 @@ def verdict_table(claims: pd.DataFrame) -> pd.DataFrame:
     out = []
     for _, r in claims.iterrows():
         settle = ""
-        if r["verdict"] == INCONCLUSIVE:
-            n = seeds_needed(r["effect"], r["std"]) if np.isfinite(r["std"]) else None
+        if r["verdict"] == INCONCLUSIVE and r["n_seeds"] < 2:
+            settle = "2 or more (one seed has no interval)"
+        elif r["verdict"] == INCONCLUSIVE:
+            n = seeds_needed(r["effect"], r["std"])
             settle = str(n) if n else "> 10,000"
         out.append({"claim": r["claim"], "task": r["task"],
                     "comparison": f"{r['method']} vs {r['comparator']}" if r["comparator"] else r["method"],
@@ -355,7 +357,9 @@ def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: l
     lines = [f"# Reproduction report: AutoEmb (Zhao et al., 2020) on {dataset}", "",
              f"Made by `{meta['command']}`" if meta["command"] else "", "",
              f"{meta['interactions']:,} interactions; tasks {', '.join(meta['tasks'])}; seeds {meta['seeds']}; "
-             f"finished {meta['finished']} after {meta['seconds'] / 60:.1f} min on {meta['machine']}; "
+             f"finished {meta['finished']} after {meta['seconds'] / 60:.1f} min on {meta['machine']} (the streamed "
+             f"runs took {meta['run_seconds'] / 60:.0f} min, summed over runs, some possibly in earlier invocations "
+             f"whose runs this one reused); "
              f"torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
              "Settings and versions: `report.json`; every claim: `claims.csv`.", "",
              "## How to read it", "",
