@@ -122,15 +122,16 @@ def weight_claims(slopes: pd.DataFrame, dataset: str, task: str, method: str = "
 
 
 def early_losses(results: dict, fraction: float = 0.2) -> pd.DataFrame:
-    """Each run's loss over the first ``fraction`` of its offline stage (evaluate-then-train)."""
+    """Each run's loss over the first ``fraction`` of its offline stage (evaluate-then-train), at least its
+    first batch."""
     rows = []
     for (method, seed), result in results.items():
         b = result.batches[result.batches["stage"] == "offline"]
-        early = b[b["seen"] <= fraction * b["seen"].iloc[-1]] if len(b) else b
-        if len(early):
+        if len(b):
+            early = b[b["seen"] <= max(fraction * b["seen"].iloc[-1], b["seen"].iloc[0])]
             rows.append({"method": method, "seed": seed, "task": result.summary["task"],
                          "loss": float((early["loss"] * early["size"]).sum() / early["size"].sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["method", "seed", "task", "loss"])
 
 
 def early_claims(losses: pd.DataFrame, dataset: str, fraction: float = 0.2, method: str = "autoemb",
@@ -308,10 +309,9 @@ def machine() -> str:
 
 # -- REPORT.md ---------------------------------------------------------------------------------------
 def _interval(row) -> str:
+    fmt = (lambda v: f"{100 * v:+.2f}%") if "relative" in row["metric"] else (lambda v: f"{v:+.3g}")
     if not np.isfinite(row["ci_low"]):
-        return f"{row['effect']:+.4f}"
-    percent = "relative" in row["metric"]
-    fmt = (lambda v: f"{100 * v:+.2f}%") if percent else (lambda v: f"{v:+.4f}")
+        return fmt(row["effect"])
     return f"{fmt(row['effect'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
 
 
@@ -319,7 +319,7 @@ def _percent_or_value(row, column) -> str:
     v = row[column]
     if not np.isfinite(v):
         return ""
-    return f"{100 * v:.2f}%" if "relative" in row["metric"] else f"{v:.4f}"
+    return f"{100 * v:.2f}%" if "relative" in row["metric"] else f"{v:.3g}"
 
 
 def verdict_table(claims: pd.DataFrame) -> pd.DataFrame:
@@ -334,7 +334,7 @@ def verdict_table(claims: pd.DataFrame) -> pd.DataFrame:
             n = seeds_needed(r["effect"], r["std"])
             settle = str(n) if n else "> 10,000"
         out.append({"claim": r["claim"], "task": r["task"],
-                    "comparison": f"{r['method']} vs {r['comparator']}" if r["comparator"] else r["method"],
+                    "comparison": f"{r['method']} vs {r['comparator']}" if r["comparator"] else f"{r['method']}: {r['metric']}",
                     "bucket": r["bucket"], "ours (95% CI)": _interval(r), "mde": _percent_or_value(r, "mde"),
                     "paper": _percent_or_value(r, "paper_effect"), "verdict": r["verdict"], "seeds to settle": settle})
     return pd.DataFrame(out)
