@@ -575,6 +575,25 @@ class StreamingTrainer:
         self.saved_after = progress.next_batch - 1
         return progress
 
+    def memory(self) -> dict:
+        """What the run holds, counted from its tensors: ``embedding_bytes`` (the embedding tables with their
+        optimizer state, the transforms with their optimizer state and BatchNorm buffers, and a reference
+        predictor's tables), ``selection_bytes`` (the controllers or logits with their optimizer state, and the
+        per-id context tables), ``embedding_parameters`` (the literature's count: every id's stored dimensions
+        plus the transforms' parameters) and ``peak_rss_bytes`` (the process's peak resident set so far)."""
+        transforms = {k: p for k, p in self.dense.items() if k.startswith(("proj.", "bn."))}
+        transform_state = [self.dlrs_opt.state.get(p, {}) for p in transforms.values()] if transforms else []
+        buffers = [b for k, b in self.dlrs.named_buffers() if k.startswith("bn.")] if self.dlrs is not None else []
+        embedding = tensor_bytes([t.state() for t in self.tables.values()], list(transforms.values()),
+                                 transform_state, buffers, None if self.reference is None else self.reference.state())
+        rows = sum(t.weight.numel() for t in self.tables.values())
+        if self.reference is not None:
+            rows = sum(v.numel() for v in _tensors(self.reference.state()) if v.is_floating_point())
+        return {"embedding_bytes": embedding,
+                "selection_bytes": tensor_bytes(self.selector.state(), self.context.state()),
+                "embedding_parameters": rows + sum(p.numel() for p in transforms.values()),
+                "peak_rss_bytes": peak_rss_bytes()}
+
     def _summary(self, frame: pd.DataFrame, seconds: float) -> dict:
         summary = {"method": self.cfg.method, "task": self.cfg.task, "dataset": self.data.name, "seed": self.cfg.seed}
         for stage in ("offline", "online"):
@@ -585,11 +604,46 @@ class StreamingTrainer:
         ratios = frame["second_order_ratio"].dropna()
         summary["hypergradient_second_order_ratio"] = float(ratios.median()) if len(ratios) else None
         summary["tuned"] = self.cfg.tuned_values()
+        summary.update(self.memory())
         summary.update(n_interactions=len(self.data), n_users=self.data.n_users, n_items=self.data.n_items,
                        seconds=seconds, samples_per_second=len(self.data) / seconds, device=str(self.device),
                        resumed_from_batch=self.resumed_from,
                        config=self.cfg.to_dict(), versions=versions())
         return summary
+
+
+def _tensors(obj):
+    """Every tensor in a nest of dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def tensor_bytes(*objs) -> int:
+    """The bytes allocated for the tensors in ``objs``: each distinct storage once, whole (so a view adds
+    nothing, and a table's spare capacity counts)."""
+    seen, total = set(), 0
+    for t in (t for obj in objs for t in _tensors(obj)):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's peak resident set size (Linux and macOS); None where unknown."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _norm(tensors) -> float:
