@@ -14,7 +14,7 @@ import datetime
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +201,11 @@ class ReportSettings:
     patience: int = 2
     l2_grid: tuple = (0.0,)
     command: str = ""
-    extra: dict = field(default_factory=dict)
+
+    FIGURE1 = ("n_test", "n_validation", "train_sizes", "max_epochs", "patience", "l2_grid")
+
+    def figure1_settings(self) -> dict:
+        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v for k in self.FIGURE1}
 
 
 def figure1_task(tasks) -> str:
@@ -237,8 +241,9 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
         paper_runs = {k: r for k, r in by_task.items() if k[0] not in FIXED}
         edges = ex.sample_edges(by_task, s.side, s.min_samples)
         metrics = ex.popularity_metrics(paper_runs, s.side, edges)
-        rows += popularity_claims(metrics, dataset, s.side)
-        figures[f"figure6_{task}"] = plots.popularity_advantage(claims_frame(popularity_claims(metrics, dataset, s.side)))
+        by_bucket = popularity_claims(metrics, dataset, s.side)
+        rows += by_bucket
+        figures[f"figure6_{task}"] = plots.popularity_advantage(claims_frame(by_bucket))
         records = ex.weight_records({k: r for k, r in paper_runs.items() if k[0] == "autoemb"})
         if not records.empty:
             rows += weight_claims(weight_slopes(records), dataset, task)
@@ -268,9 +273,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     meta = {"command": s.command, "dataset": dataset, "interactions": len(data), "tasks": list(s.tasks),
             "seeds": list(s.seeds), "methods": list(s.methods), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "seconds": seconds, "run_seconds": float(summaries["seconds"].sum()), "machine": machine(), "versions": versions(), "config": base.to_dict(),
-            "figure1": {k: getattr(s, k) for k in ("n_test", "n_validation", "train_sizes", "max_epochs", "patience",
-                                                   "l2_grid")}
-            if s.figure1 else None, **s.extra}
+            "figure1": s.figure1_settings() if s.figure1 else None}
     write_json_atomic(folder / "report.json", meta)
     with atomic_write(folder / "REPORT.md", "w") as f:
         f.write(render(claims, summaries, meta, sorted(figures), truth))
@@ -288,18 +291,18 @@ def generator_capacity(dataset: str, train_sizes) -> pd.DataFrame | None:
 
 
 def preliminary(s: ReportSettings, base: Config, data: Interactions, folder: Path) -> pd.DataFrame:
-    """Figure 1's capacity study, reusing ``figure1_runs.csv`` when it was made with the same settings."""
-    key = {"config": base.resolved().to_dict(), "interactions": len(data), "seeds": list(s.seeds),
-           **{k: list(v) if isinstance(v := getattr(s, k), tuple) else v
-              for k in ("n_test", "n_validation", "train_sizes", "max_epochs", "patience", "l2_grid")}}
-    key["config"] = {k: v for k, v in key["config"].items() if k not in Config.BOOKKEEPING}
+    """Figure 1's capacity study, reusing ``figure1_runs.csv`` when it was made with the same settings (the
+    run config compared as :meth:`Config.differences` compares it)."""
+    key = {"interactions": len(data), "seeds": list(s.seeds), **s.figure1_settings()}
     saved, settings_path = folder / "figure1_runs.csv", folder / "figure1_settings.json"
-    if saved.is_file() and settings_path.is_file() and json.loads(settings_path.read_text()) == key:
-        return pd.read_csv(saved)
+    if saved.is_file() and settings_path.is_file():
+        previous = json.loads(settings_path.read_text())
+        if {k: previous.get(k) for k in key} == key and not base.resolved().differences(previous.get("config", {})):
+            return pd.read_csv(saved)
     study = ex.preliminary_study(base, data, FIXED, s.train_sizes, s.n_test, s.seeds, s.n_validation,
                                  s.max_epochs, s.patience, s.l2_grid)
     ex.save_frame(study, folder, "figure1_runs")
-    write_json_atomic(settings_path, key)
+    write_json_atomic(settings_path, {**key, "config": base.resolved().to_dict()})
     return study
 
 
