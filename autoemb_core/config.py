@@ -13,10 +13,10 @@ PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
 
 REFERENCE = ("global-mean", "item-mean", "biases")  # the floor: predictors with no embeddings
 CONTROLS = ("uniform", "random", "popularity-rule")  # fixed allocations in the AutoEmb architecture
-METHODS = ("fse", "sam", "darts", "autoemb", *CONTROLS, *REFERENCE, "fixed-2", "fixed-16", "fixed-128")
+METHODS = ("fse", "sam", "darts", "autoemb", "autoemb-hard", *CONTROLS, *REFERENCE, "fixed-2", "fixed-16", "fixed-128")
 TABLE2 = (*REFERENCE, "fse", *CONTROLS, "sam", "darts", "autoemb")  # the paper's four, the floor and the controls
-BILEVEL = ("darts", "autoemb")  # Theta trained on validation data by the bilevel step
-SELECTING = ("sam", "darts", "autoemb", *CONTROLS)  # the AutoEmb architecture: N spaces and selection weights
+BILEVEL = ("darts", "autoemb", "autoemb-hard")  # Theta trained on validation data by the bilevel step
+SELECTING = ("sam", "darts", "autoemb", "autoemb-hard", *CONTROLS)  # the AutoEmb architecture: N spaces and selection weights
 TUNABLE = ("lr", "table_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
            "embedding_init_std", "embedding_l2")  # the settings a ``tuned:`` block of a params file may set
 
@@ -49,6 +49,13 @@ class Config:
     # |e_user|^2 + |e_item|^2 (0: none, as in the paper); Figure 1's capacity study tunes it per dimension
     popularity_thresholds: tuple[int, ...] | None = None  # popularity-rule: space n for popularity in
     # [thresholds[n-1], thresholds[n]); N - 1 increasing thresholds, so d grows with popularity; None: 8, 64, ...
+    fse_width: int | None = None  # fse's embedding size; None: sum(dims), the paper's FSE with AutoEmb's memory
+    storage: str = "full"  # full: every id keeps all sum(dims) dimensions; mixed (autoemb-hard always, and
+    # popularity-rule): one table per size, each id one row in the table of its chosen space (autoemb_core.mixed)
+    move_init: str = "transfer"  # mixed storage: an id's row in its new space starts from its old row carried
+    # through the transforms (transfer), or from a fresh random row as a new id's (fresh)
+    memory_penalty: float = 0.0  # autoemb-hard: Theta's validation loss adds this times the mean over the batch's
+    # ids of sum_n alpha_n d_n / d_N (the expected share of the largest size): the frontier's knob
     item_prior: float = 5.0  # item-mean: pseudo-interactions at the global mean that shrink a rare item's mean
 
     # optimisation
@@ -105,11 +112,18 @@ class Config:
         """Width of each embedding table row."""
         if self.method.startswith("fixed-"):
             return int(self.method.split("-")[1])
+        if self.method == "fse" and self.fse_width is not None:
+            return self.fse_width
         return sum(self.dims)
 
     @property
     def selecting(self) -> bool:
         return self.method in SELECTING
+
+    @property
+    def mixed(self) -> bool:
+        """Whether each id stores one row at its chosen size (hard selection) instead of all sum(dims)."""
+        return self.method == "autoemb-hard" or self.storage == "mixed"
 
     @property
     def reference(self) -> bool:
@@ -165,7 +179,8 @@ class Config:
                    "selection": ("mean", "sum"), "optimizer": ("adam", "sgd"),
                    "hypergradient": ("exact", "finite-difference"), "unroll": ("optimizer", "sgd"),
                    "validation": ("uniform", "previous", "incoming", "holdout"),
-                   "table_optimizer": ("adam", "adagrad", "sgd"),
+                   "table_optimizer": ("adam", "adagrad", "sgd"), "storage": ("full", "mixed"),
+                   "move_init": ("transfer", "fresh"),
                    "predict_batchnorm": ("running", "batch")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -180,6 +195,13 @@ class Config:
             raise DataError(f"dims must be increasing positive sizes, got {self.dims}", self.params_file)
         if not 0 < self.offline_fraction < 1:
             raise DataError(f"offline_fraction must be in (0, 1), got {self.offline_fraction}", self.params_file)
+        if self.storage == "mixed" and self.method not in ("autoemb-hard", "popularity-rule"):
+            raise DataError(f"storage=mixed needs one space per id: it is for autoemb-hard and popularity-rule, not "
+                            f"{self.method}", self.params_file, hint="use storage: full, or method autoemb-hard")
+        if self.fse_width is not None and not (isinstance(self.fse_width, int) and self.fse_width >= 1):
+            raise DataError(f"fse_width must be a positive integer or null, got {self.fse_width!r}", self.params_file)
+        if not self.memory_penalty >= 0:
+            raise DataError(f"memory_penalty must be >= 0, got {self.memory_penalty!r}", self.params_file)
         if not self.embedding_l2 >= 0:
             raise DataError(f"embedding_l2 must be >= 0, got {self.embedding_l2!r}", self.params_file)
         for name in ("grad_clip", "checkpoint_every", "table_lr"):

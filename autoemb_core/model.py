@@ -70,9 +70,12 @@ class SparseRows:
         elif optimizer == "adagrad":
             self.sum = torch.zeros_like(self.weight)
 
+    def rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.weight.index_select(0, rows)
+
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """A leaf copy of ``rows`` to differentiate through."""
-        return self.weight.index_select(0, rows).requires_grad_(True)
+        return self.rows(rows).requires_grad_(True)
 
     def rows_state(self, rows: torch.Tensor) -> dict:
         """The optimizer state of ``rows``, for :func:`optimizer_step`."""
@@ -112,6 +115,16 @@ class SparseRows:
 
     def state(self) -> dict:
         return {k: getattr(self, k) for k in ("weight", "m", "v", "steps", "sum") if hasattr(self, k)}
+
+    allocated = state  # every tensor the table holds
+
+    def stored_parameters(self) -> int:
+        return self.weight.numel()
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        for k, v in state.items():
+            getattr(self, k).copy_(v)
 
 
 def mlp(sizes: list[int], activation=nn.Tanh) -> nn.Sequential:

@@ -5,11 +5,13 @@ A :class:`Selector` answers three questions for the trainer, and knows nothing o
 - ``theta(view)``: Theta's leaves for a batch view (to differentiate through), or ``{}``;
 - ``weights(view, theta)``: the selection weights per side, one row per unique id, or ``None`` (no spaces);
 - ``update(view, grads)``: descend Theta's gradient (from the bilevel step, or, with ``joint``, from W's
-  training loss).
+  training loss);
+- ``route(view)``: with hard selection, store each id of an incoming batch in its chosen space before it is
+  predicted; ``penalty(view, weights)``: a term Theta's validation loss adds.
 
 Families: :class:`NoSelection` (fse, fixed-d and the reference predictors), :class:`Controllers` (autoemb by
-the bilevel step, sam jointly with W), :class:`Logits` (darts) and :class:`FixedRule` (the allocation
-controls uniform, random and popularity-rule). :class:`Context` holds the per-id popularity and context
+the bilevel step, sam jointly with W; :class:`HardControllers`, autoemb-hard), :class:`Logits` (darts) and
+:class:`FixedRule` (the allocation controls uniform, random and popularity-rule). :class:`Context` holds the per-id popularity and context
 that the controllers and the popularity rule read.
 """
 from __future__ import annotations
@@ -85,6 +87,12 @@ class Selector:
     def update(self, view: View, grads: dict) -> None:
         pass
 
+    def route(self, view: View) -> None:
+        pass
+
+    def penalty(self, view: View, weights: dict) -> torch.Tensor | float:
+        return 0.0
+
     def state(self) -> dict:
         return {}
 
@@ -124,6 +132,38 @@ class Controllers(Selector):
     def load_state(self, state: dict) -> None:
         self.controllers.load_state_dict(state["controllers"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def straight_through(soft: torch.Tensor, space: torch.Tensor) -> torch.Tensor:
+    """One-hot on ``space`` in value, with the gradient of ``soft``: the forward uses only the chosen space."""
+    return F.one_hot(space.clamp_min(0), soft.shape[1]).to(soft.dtype) + (soft - soft.detach())  # exactly 0 added
+
+
+class HardControllers(Controllers):
+    """autoemb-hard (eq. 6): each id is represented by the one space its controller rates highest, and is stored
+    there only (:class:`~autoemb_core.mixed.MixedRows`). The weights are straight-through: one-hot on the stored
+    space forward, the controller's softmax backward, so the bilevel step trains the controllers as in autoemb.
+    ``memory_penalty`` adds the expected share of the largest size to Theta's validation loss."""
+
+    def __init__(self, cfg: Config, context: Context, tables: dict, make_optimizer, device, dtype):
+        super().__init__(cfg, context, False, make_optimizer, device, dtype)
+        self.tables = tables
+        self.share = torch.tensor(cfg.dims, dtype=dtype, device=device) / cfg.dims[-1]
+
+    @torch.no_grad()
+    def route(self, view: View) -> None:
+        soft = super().weights(view, {})
+        for s in SIDES:
+            self.tables[s].route(view.ids[s], soft[s].argmax(1))
+
+    def weights(self, view: View, theta: dict) -> dict:
+        soft = super().weights(view, theta)
+        return {s: straight_through(soft[s], self.tables[s].stored_space(view.ids[s])) for s in SIDES}
+
+    def penalty(self, view: View, weights: dict) -> torch.Tensor | float:
+        if not self.cfg.memory_penalty:
+            return 0.0
+        return self.cfg.memory_penalty * sum((view.gather(s, weights[s]) @ self.share).mean() for s in SIDES)
 
 
 class Logits(Selector):
@@ -168,10 +208,11 @@ class FixedRule(Selector):
     """The allocation controls, in the AutoEmb architecture with no Theta: ``uniform`` (1/N each),
     ``random`` (a fixed weight vector per id, uniform on the simplex, drawn once from the seed) and
     ``popularity-rule`` (all weight on the space :func:`popularity_rule` picks for the id's current
-    popularity)."""
+    popularity). With ``storage: mixed`` the popularity rule stores each id at its size only (mixed-dimension
+    embeddings)."""
 
-    def __init__(self, cfg: Config, context: Context, sizes: dict, device, dtype):
-        self.cfg, self.context, self.dtype = cfg, context, dtype
+    def __init__(self, cfg: Config, context: Context, sizes: dict, tables: dict, device, dtype):
+        self.cfg, self.context, self.dtype, self.tables = cfg, context, dtype, tables
         n = len(cfg.dims)
         if cfg.method == "random":
             rng = np.random.default_rng([cfg.seed, 0x5A4D])
@@ -188,17 +229,28 @@ class FixedRule(Selector):
             elif self.cfg.method == "random":
                 out[s] = self.table[s].index_select(0, ids)
             else:
-                space = popularity_rule(self.context.popularity[s][ids], self.cfg.rule_thresholds)
-                out[s] = F.one_hot(space, n).to(self.dtype)
+                out[s] = F.one_hot(self.rule(s, ids), n).to(self.dtype)
         return out
 
+    def rule(self, side: str, ids: torch.Tensor) -> torch.Tensor:
+        return popularity_rule(self.context.popularity[side][ids], self.cfg.rule_thresholds)
 
-def make_selector(cfg: Config, context: Context, sizes: dict, generator, make_optimizer, device, dtype) -> Selector:
-    """The selector of ``cfg.method``."""
+    @torch.no_grad()
+    def route(self, view: View) -> None:
+        if self.cfg.mixed:
+            for s in SIDES:
+                self.tables[s].route(view.ids[s], self.rule(s, view.ids[s]))
+
+
+def make_selector(cfg: Config, context: Context, sizes: dict, tables: dict, generator, make_optimizer, device,
+                  dtype) -> Selector:
+    """The selector of ``cfg.method``; ``tables`` are W's embedding tables, which hard selection routes ids in."""
+    if cfg.method == "autoemb-hard":
+        return HardControllers(cfg, context, tables, make_optimizer, device, dtype)
     if cfg.method in ("autoemb", "sam"):
         return Controllers(cfg, context, cfg.method == "sam", make_optimizer, device, dtype)
     if cfg.method == "darts":
         return Logits(cfg, sizes, generator, device, dtype)
     if cfg.method in ("uniform", "random", "popularity-rule"):
-        return FixedRule(cfg, context, sizes, device, dtype)
+        return FixedRule(cfg, context, sizes, tables, device, dtype)
     return NoSelection()

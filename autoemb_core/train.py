@@ -36,6 +36,7 @@ from .data import load_dataset
 from .interactions import Interactions, binary_label, class_label
 from .model import DLRS, SIDES, SparseRows, loss_and_correct, optimizer_step, torch_optimizer_state
 from .reference import make_reference
+from .mixed import MixedRows
 from .selection import Context, make_selector
 from .stream import View, holdout_mask, make_batches, sample_validation
 
@@ -198,12 +199,20 @@ class StreamingTrainer:
         self.reference = make_reference(cfg, sizes, self._optimizer, dev, dtype) if cfg.reference else None
         self.tables, self.dlrs, self.dense, self.dlrs_opt = {}, None, {}, None
         if self.reference is None:
-            self.tables = {s: SparseRows(sizes[s], cfg.width, cfg.table_optimizer, cfg.rows_lr, cfg.embedding_init_std,
-                                         generator, dev, dtype, cfg.adam_betas, cfg.adam_eps) for s in SIDES}
+            if cfg.mixed:
+                self.tables = {s: MixedRows(sizes[s], cfg.dims, cfg.table_optimizer, cfg.rows_lr, cfg.embedding_init_std,
+                                            2 * cfg.seed + n, dev, dtype, cfg.adam_betas, cfg.adam_eps, cfg.move_init)
+                               for n, s in enumerate(SIDES)}
+            else:
+                self.tables = {s: SparseRows(sizes[s], cfg.width, cfg.table_optimizer, cfg.rows_lr,
+                                             cfg.embedding_init_std, generator, dev, dtype, cfg.adam_betas, cfg.adam_eps)
+                               for s in SIDES}
             self.dlrs = DLRS(cfg).to(dev, dtype)
+            for s in SIDES if cfg.mixed else ():
+                self.tables[s].transforms = self.dlrs.proj[s]
             self.dense = dict(self.dlrs.named_parameters())
             self.dlrs_opt = self._optimizer(self.dlrs.parameters(), cfg.lr)
-        self.selector = make_selector(cfg, self.context, sizes, generator, self._optimizer, dev, dtype)
+        self.selector = make_selector(cfg, self.context, sizes, self.tables, generator, self._optimizer, dev, dtype)
         label = binary_label(data.rating) if cfg.task == "regression" else class_label(data.rating)
         self.stream = {"user": torch.as_tensor(data.user, device=dev), "item": torch.as_tensor(data.item, device=dev),
                        "target": torch.as_tensor(label, device=dev).to(dtype if cfg.task == "regression" else torch.int64)}
@@ -339,7 +348,8 @@ class StreamingTrainer:
         weights = self.selection(view, theta)
         if cfg.virtual_lr == 0:  # first order: L_val(W, Theta)
             self.second_order_ratio = 0.0
-            return dict(zip(theta, torch.autograd.grad(self.loss(w, weights, val, "batch"), list(theta.values()))))
+            l_val = self.loss(w, weights, val, "batch") + self.selector.penalty(val, weights)
+            return dict(zip(theta, torch.autograd.grad(l_val, list(theta.values()))))
         exact = cfg.hypergradient == "exact"
         l_train = self.loss(w, weights, train, "batch") + self.penalty(w, train)
         g_w = torch.autograd.grad(l_train, list(w.values()), create_graph=exact, retain_graph=True, allow_unused=True)
@@ -348,7 +358,7 @@ class StreamingTrainer:
             g_w = [g.detach().requires_grad_(True) for g in g_w]
         steps = self.virtual_step(w, g_w, train)
         unrolled = {k: (p - d).detach().requires_grad_(True) for (k, p), d in zip(w.items(), steps)}
-        l_val = self.loss(unrolled, weights, val, "batch")
+        l_val = self.loss(unrolled, weights, val, "batch") + self.selector.penalty(val, weights)
         grads = torch.autograd.grad(l_val, [*theta.values(), *unrolled.values()], retain_graph=exact,
                                     allow_unused=True)
         direct, v = list(grads[:len(theta)]), grads[len(theta):]
@@ -398,7 +408,7 @@ class StreamingTrainer:
         weights = self.selection(view, self.theta(view))
         if self.reference is not None:
             return self.reference.predict(view), weights
-        w = {**{f"{s}_rows": self.tables[s].weight.index_select(0, view.ids[s]) for s in SIDES},
+        w = {**{f"{s}_rows": self.tables[s].rows(view.ids[s]) for s in SIDES},
              **self.dense}
         return self.outputs(w, weights, view, self.cfg.predict_batchnorm), weights
 
@@ -445,6 +455,7 @@ class StreamingTrainer:
             self.bilevel_step(index)
         positions = torch.arange(start, stop, device=self.device)
         view = self.view(slice(start, stop))
+        self.selector.route(view)  # hard selection: each id stored in its chosen space before it is predicted
         popularity = {s: self.context.popularity[s][view.ids[s]] for s in SIDES}
         if self.reuse_training_forward:  # the training forward computes exactly the prediction
             with torch.no_grad():
@@ -531,8 +542,7 @@ class StreamingTrainer:
     @torch.no_grad()
     def load_state(self, state: dict) -> None:
         for s, table in self.tables.items():
-            for k, v in state["tables"][s].items():
-                getattr(table, k).copy_(v)
+            table.load_state(state["tables"][s])
         if self.dlrs is not None:
             self.dlrs.load_state_dict(state["dlrs"])
             self.dlrs_opt.load_state_dict(state["dlrs_opt"])
@@ -577,16 +587,16 @@ class StreamingTrainer:
 
     def memory(self) -> dict:
         """What the run holds, counted from its tensors: ``embedding_bytes`` (the embedding tables with their
-        optimizer state, the transforms with their optimizer state and BatchNorm buffers, and a reference
-        predictor's tables), ``selection_bytes`` (the controllers or logits with their optimizer state, and the
+        optimizer state at their allocated capacity, mixed storage's id map and free lists, the transforms with
+        their optimizer state and BatchNorm buffers, and a reference predictor's tables), ``selection_bytes`` (the controllers or logits with their optimizer state, and the
         per-id context tables), ``embedding_parameters`` (the literature's count: every id's stored dimensions
         plus the transforms' parameters) and ``peak_rss_bytes`` (the process's peak resident set so far)."""
         transforms = {k: p for k, p in self.dense.items() if k.startswith(("proj.", "bn."))}
         transform_state = [self.dlrs_opt.state.get(p, {}) for p in transforms.values()] if transforms else []
         buffers = [b for k, b in self.dlrs.named_buffers() if k.startswith("bn.")] if self.dlrs is not None else []
-        embedding = tensor_bytes([t.state() for t in self.tables.values()], list(transforms.values()),
+        embedding = tensor_bytes([t.allocated() for t in self.tables.values()], list(transforms.values()),
                                  transform_state, buffers, None if self.reference is None else self.reference.state())
-        rows = sum(t.weight.numel() for t in self.tables.values())
+        rows = sum(t.stored_parameters() for t in self.tables.values())
         if self.reference is not None:
             rows = sum(v.numel() for v in _tensors(self.reference.state()) if v.is_floating_point())
         return {"embedding_bytes": embedding,
@@ -605,6 +615,10 @@ class StreamingTrainer:
         summary["hypergradient_second_order_ratio"] = float(ratios.median()) if len(ratios) else None
         summary["tuned"] = self.cfg.tuned_values()
         summary.update(self.memory())
+        if self.cfg.mixed:  # where hard selection stored the ids, and how often they moved
+            summary["ids_per_space"] = {s: dict(zip(map(str, self.cfg.dims), t.ids_per_space()))
+                                        for s, t in self.tables.items()}
+            summary["moves"] = {s: int(t.moves) for s, t in self.tables.items()}
         summary.update(n_interactions=len(self.data), n_users=self.data.n_users, n_items=self.data.n_items,
                        seconds=seconds, samples_per_second=len(self.data) / seconds, device=str(self.device),
                        resumed_from_batch=self.resumed_from,

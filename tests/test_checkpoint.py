@@ -141,7 +141,7 @@ def interrupted_run(data, cfg, at: int):
     return trainer
 
 
-@pytest.mark.parametrize("method", ["fse", "sam", "darts", "autoemb"])
+@pytest.mark.parametrize("method", ["fse", "sam", "darts", "autoemb", "autoemb-hard"])
 def test_resume_in_process_equals_an_uninterrupted_run(tiny, tmp_path, method):
     cfg = small(method=method, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=7)
     whole = run(cfg, tiny)
