@@ -1,4 +1,4 @@
-"""Command line: ``python -m autoemb_core {run,compare,report,demo,summary,download} ...``."""
+"""Command line: ``python -m autoemb_core {run,compare,report,frontier,demo,summary,download} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,8 @@ from .config import METHODS, Config
 from .data import dataset_names, load_dataset
 from .experiments import TABLE2, compare, overall_table, save_table
 from .interactions import DataError
-from .report import ReportSettings, report, summary_lines
+from .frontier import FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, points
+from .report import ReportSettings, frontier_report, report, summary_lines
 from .train import run
 
 
@@ -69,10 +70,34 @@ def _report(args) -> None:
     settings = ReportSettings(base, folder, tuple(args.tasks), tuple(args.seeds), tuple(args.methods),
                               figure1=not args.no_figure1, train_sizes=tuple(args.train_sizes), n_test=args.n_test,
                               n_validation=args.n_validation, max_epochs=args.max_epochs,
-                              l2_grid=tuple(args.l2_grid), command=args.command_line)
+                              l2_grid=tuple(args.l2_grid), frontier=args.frontier, workers=args.workers,
+                              command=args.command_line)
     claims = report(settings)
     print("\n".join(summary_lines(claims)))
     print(f"wrote {folder / 'REPORT.md'} and {folder / 'claims.csv'}")
+
+
+def _frontier(args) -> None:
+    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", "task")
+                 if getattr(args, k) is not None}
+    base = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
+    base = dataclasses.replace(base, progress=False)
+    thresholds = [_thresholds(t) for t in args.thresholds]
+    settings = points(args.fse_widths, thresholds, args.penalties, fresh=not args.no_fresh, soft=not args.no_soft)
+    folder = Path(args.results_dir or f"results/frontier/{base.dataset}")
+    data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
+    claims = frontier_report(base, data, settings, args.seeds, folder, args.workers, args.command_line)
+    print((folder / "FRONTIER.md").read_text())
+    if len(claims):
+        print("\n".join(summary_lines(claims)))
+    print(f"wrote {folder / 'FRONTIER.md'}")
+
+
+def _thresholds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise DataError(f"--thresholds: {text!r} is not a comma-separated list of counts", hint="--thresholds 8,64 64,512") from None
 
 
 def _demo(args) -> None:
@@ -80,7 +105,7 @@ def _demo(args) -> None:
     first 30,000 interactions; it ends with the verdicts."""
     args.dataset, args.max_interactions = "synthetic", 30_000
     args.data_dir = args.device = args.params = args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
-    args.resume, args.no_figure1 = False, False
+    args.resume, args.no_figure1, args.frontier, args.workers = False, False, False, 1
     args.methods, args.tasks, args.seeds = list(TABLE2), ["regression", "classification"], [0, 1, 2]
     args.train_sizes, args.n_test, args.n_validation, args.max_epochs, args.l2_grid = [2, 8, 32], 10, 5, 10, [0.0]
     _report(args)
@@ -153,9 +178,29 @@ def main(argv=None) -> int:
     p.add_argument("--max-epochs", type=int, default=20, help="Figure 1: most epochs before early stopping")
     p.add_argument("--l2-grid", nargs="+", type=float, default=[0.0],
                    help="Figure 1: the embedding_l2 values tried per model, the best on validation kept")
+    p.add_argument("--frontier", action="store_true", help="add the memory frontier (hard selection; see frontier)")
+    p.add_argument("--workers", type=int, default=1, help="the frontier's runs in parallel, each in its own process")
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     p.set_defaults(func=_report)
+    p = sub.add_parser("frontier", help="the memory frontier: online loss against embedding bytes, FRONTIER.md")
+    p.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--task", default="regression", choices=["regression", "classification"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
+    p.add_argument("--params", default=None)
+    p.add_argument("--fse-widths", nargs="+", type=int, default=list(FSE_WIDTHS), help="FSE's widths")
+    p.add_argument("--thresholds", nargs="+", default=[",".join(map(str, t)) for t in RULE_THRESHOLDS],
+                   help="the popularity rule's thresholds, one comma-separated pair per point")
+    p.add_argument("--penalties", nargs="+", type=float, default=list(HARD_PENALTIES),
+                   help="hard AutoEmb's memory penalties, one point each")
+    p.add_argument("--no-fresh", action="store_true", help="skip hard AutoEmb with the other move_init")
+    p.add_argument("--no-soft", action="store_true", help="skip soft AutoEmb")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel, each in its own process")
+    p.add_argument("--results-dir", default=None, help="default: results/frontier/<dataset>; its runs are reused")
+    p.set_defaults(func=_frontier)
     p = sub.add_parser("demo", help="the reproduction report at quick settings on the built-in synthetic stream")
     p.add_argument("--results-dir", default="results/demo")
     p.add_argument("--no-progress", action="store_true")

@@ -17,6 +17,7 @@ METHODS = ("fse", "sam", "darts", "autoemb", "autoemb-hard", *CONTROLS, *REFEREN
 TABLE2 = (*REFERENCE, "fse", *CONTROLS, "sam", "darts", "autoemb")  # the paper's four, the floor and the controls
 BILEVEL = ("darts", "autoemb", "autoemb-hard")  # Theta trained on validation data by the bilevel step
 SELECTING = ("sam", "darts", "autoemb", "autoemb-hard", *CONTROLS)  # the AutoEmb architecture: N spaces and selection weights
+TUNED_AS = {"autoemb-hard": "autoemb"}  # a method with no tuned block of its own takes this one's (the same rates)
 TUNABLE = ("lr", "table_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
            "embedding_init_std", "embedding_l2")  # the settings a ``tuned:`` block of a params file may set
 
@@ -154,7 +155,8 @@ class Config:
 
     def tuned_values(self) -> dict:
         """The tuned values :meth:`resolved` applies to this run."""
-        values = self.tuned.get(self.task, {}).get(self.method, {})
+        block = self.tuned.get(self.task, {})
+        values = block.get(self.method, block.get(TUNED_AS.get(self.method), {}))
         return {k: v for k, v in values.items() if k not in self.explicit}
 
     @property

@@ -2,7 +2,8 @@
 
 An id holds a row only in the table of its chosen space, found through the id -> (space, slot) map. When the
 choice for an id moves (its popularity grew, the controller changed its mind), the id moves: its old slot goes on
-that table's free list, reused by the next id to arrive there, and its new row starts from the old row carried
+that table's free list, reused by the next id to arrive there (a table that is mostly free is compacted and
+shrunk), and its new row starts from the old row carried
 through the transforms (``transfer``: the least-squares row of the new space whose projection is closest to the old
 row's, exact upwards when the larger projection has full rank) or from a fresh random row (``fresh``).
 
@@ -33,7 +34,10 @@ class MixedRows:
     """One side's embeddings at mixed dimensions (module docstring); the :class:`SparseRows` interface over the
     concatenated ``sum(dims)`` columns, plus :meth:`route`."""
 
-    GROWTH = 1.25  # a full table grows to this times its capacity (at least by 64 rows)
+    @staticmethod
+    def capacity_for(rows: int) -> int:
+        """The capacity a table of ``rows`` live rows is given when it grows or shrinks: a quarter spare, plus 16."""
+        return rows + rows // 4 + 16
 
     def __init__(self, n_ids: int, dims, optimizer: str, lr: float, init_std: float, seed: int, device, dtype,
                  betas=(0.9, 0.999), eps: float = 1e-8, move_init: str = "transfer"):
@@ -129,7 +133,7 @@ class MixedRows:
         start = torch.randn(len(ids), self.dims[-1], generator=self.generator, dtype=self.dtype).mul_(self.init_std)
         start = start.to(self.device)
         carried = torch.zeros(len(ids), dtype=torch.bool, device=self.device)
-        rows, sums = start.new_zeros(len(ids), self.dims[-1]), start.new_zeros(len(ids))
+        rows = start.new_zeros(len(ids), self.dims[-1])
         moving = old >= 0
         maps = self.maps() if self.move_init == "transfer" and self.transforms is not None else None
         for k, where, slots in self.groups(ids):  # leave the old tables, carrying the rows
@@ -141,8 +145,6 @@ class MixedRows:
                     a, c = maps[(k, n)]
                     rows[where[pick], :self.dims[n]] = torch.addmm(c, stored[pick], a.T)
                 carried[where] = True
-                if table.optimizer == "adagrad":
-                    sums[where] = table.sum.index_select(0, slots).mean(1)
             self.free[k] = torch.cat([self.free[k], slots])
         for n in new.unique().tolist():  # enter the new tables
             where = torch.nonzero(new == n).squeeze(1)
@@ -152,15 +154,33 @@ class MixedRows:
                               fresh)
             table = self.tables[n]
             table.weight.index_copy_(0, slots, row)
-            for name, value in table.state().items():  # the new row's optimizer state starts afresh ...
+            for name, value in table.state().items():  # the new row's optimizer state starts afresh
                 if name != "weight":
                     value.index_fill_(0, slots, 0)
-            if table.optimizer == "adagrad" and maps is not None:  # ... or with the old row's mean squared gradient
-                table.sum.index_copy_(0, slots, sums.index_select(0, where).unsqueeze(1).expand(-1, self.dims[n]).contiguous())
             self.space.index_fill_(0, ids.index_select(0, where), n)
             self.slot.index_copy_(0, ids.index_select(0, where), slots.to(torch.int32))
+        for k in old[moving].unique().tolist():  # a table that lost rows shrinks when most of it is free
+            live = int(self.used[k]) - len(self.free[k])
+            if len(self.tables[k].weight) > 2 * live + 64:
+                self.compact(k)
         self.moves += int(moving.sum())
         return int(moving.sum())
+
+    def compact(self, k: int) -> None:
+        """Move table ``k``'s live rows to its front, in slot order, and shrink it to :meth:`capacity_for` them:
+        the memory its departed ids held is given back."""
+        ids = torch.nonzero(self.space == k).squeeze(1)
+        slots, order = self.slot.index_select(0, ids).long().sort()
+        ids = ids.index_select(0, order)
+        table = self.tables[k]
+        capacity = self.capacity_for(len(ids))
+        for name, value in table.state().items():
+            smaller = value.new_zeros((capacity, *value.shape[1:]))
+            smaller[:len(ids)] = value.index_select(0, slots)
+            setattr(table, name, smaller)
+        self.slot.index_copy_(0, ids, torch.arange(len(ids), dtype=torch.int32, device=self.device))
+        self.free[k] = self.free[k][:0]
+        self.used[k] = len(ids)
 
     def allocate(self, k: int, count: int) -> torch.Tensor:
         """``count`` free slots of table ``k``: freed ones first, then new ones, growing the table if it is full."""
@@ -172,7 +192,7 @@ class MixedRows:
         table = self.tables[k]
         capacity = len(table.weight)
         if int(self.used[k]) > capacity:
-            grown = max(int(self.used[k]), int(capacity * self.GROWTH), capacity + 64)
+            grown = self.capacity_for(int(self.used[k]))
             for name, value in table.state().items():
                 bigger = value.new_zeros((grown, *value.shape[1:]))
                 bigger[:capacity] = value

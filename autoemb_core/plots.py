@@ -183,3 +183,38 @@ def learning_curves(curves: pd.DataFrame):
 
     return _metric_panels(_task(curves), "Figure 8: The offline parameter estimation process",
                           "number of training examples", draw)
+
+
+FAMILY_NAMES = {"fse": "FSE-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb",
+                "autoemb": "soft AutoEmb"}
+
+
+def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
+    """Online loss against embedding bytes (log scale), one series per family with 95% bars over seeds; the
+    Pareto-optimal points ringed, FSE-146's loss dotted."""
+    task_loss = f"online {loss_name(task)}"
+    with _style():
+        fig, ax = plt.subplots(figsize=(7.5, 4.6))
+        for family, group in table.groupby("family", sort=False):
+            group = group.sort_values("embedding_bytes")
+            ax.errorbar(group["embedding_bytes"], group["online_loss"], yerr=group["±95%"].fillna(0),
+                        marker="o", capsize=3, label=FAMILY_NAMES.get(family, family),
+                        linestyle="-" if family == "fse" else "none" if family == "autoemb" else "--")
+            for _, row in group.iterrows():
+                ax.annotate(row["setting"].replace("penalty=", "λ=").replace("thresholds=", ""),
+                            (row["embedding_bytes"], row["online_loss"]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+        best = table[table["pareto"]]
+        ax.scatter(best["embedding_bytes"], best["online_loss"], s=160, facecolors="none", edgecolors="black",
+                   label="Pareto frontier")
+        reference = table[table["point"] == "fse d=146"]
+        if len(reference):
+            ax.axhline(float(reference["online_loss"].iloc[0]), color="grey", linestyle=":", linewidth=1,
+                       label="FSE-146")
+        ax.set_xscale("log")
+        ax.set_xlabel("embedding bytes allocated (tables, optimizer state, id maps, transforms)")
+        ax.set_ylabel(task_loss)
+        ax.set_title(title or "Memory frontier")
+        ax.legend(fontsize=8, loc="upper right")
+        fig.tight_layout()
+    return fig

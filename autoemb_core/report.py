@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 
 from . import experiments as ex
+from . import frontier as fr
 from .atomic import atomic_write, write_json_atomic
 from .config import TABLE2, Config
 from .data import load_dataset
 from .interactions import DataError, Interactions
-from .stats import INCONCLUSIVE, REPRODUCED, claim, seeds_needed
+from .stats import INCONCLUSIVE, REPRODUCED, claim_row as _row, seeds_needed
 from .train import versions
 
 COLUMNS = ["claim", "dataset", "task", "metric", "method", "comparator", "bucket", "effect", "ci_low", "ci_high",
@@ -34,11 +35,6 @@ FIXED = ("fixed-2", "fixed-16", "fixed-128")
 ORDERING = (("autoemb", "darts"), ("darts", "sam"), ("sam", "fse"), ("autoemb", "fse"))  # Table 2: A < B in loss
 CONTROLS = ("biases", "uniform", "random", "popularity-rule")  # AutoEmb must beat these (the fair-methods issue)
 PAPER_DATASET = "ml-20m"  # where paper_effect comes from
-
-
-def _row(name, dataset, task, metric, method, comparator, effects, paper_effect=None, bucket="") -> dict:
-    return {"claim": name, "dataset": dataset, "task": task, "metric": metric, "method": method,
-            "comparator": comparator, "bucket": bucket, **claim(effects, paper_effect)}
 
 
 def _advantage(frame: pd.DataFrame, method: str, comparator: str, value: str = "loss") -> np.ndarray:
@@ -200,6 +196,9 @@ class ReportSettings:
     max_epochs: int = 20
     patience: int = 2
     l2_grid: tuple = (0.0,)
+    frontier: bool = False  # the memory frontier (hard selection), on the regression task
+    frontier_points: tuple = ()  # its settings (frontier.Point); empty: frontier.points()
+    workers: int = 1  # the frontier's runs in parallel, each in its own process
     command: str = ""
 
     FIGURE1 = ("n_test", "n_validation", "train_sizes", "max_epochs", "patience", "l2_grid")
@@ -263,6 +262,12 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
         study = preliminary(s, dataclasses.replace(base, task=fig1_task), data, folder)
         rows += preliminary_claims(study, dataset, fig1_task)
         figures["figure1_capacity"] = plots.preliminary(study, fig1_task)
+    memory = None
+    if s.frontier:
+        memory = memory_frontier(dataclasses.replace(base, task="regression"), data, s.frontier_points, s.seeds,
+                                 folder, s.workers)
+        rows += fr.frontier_claims(memory["runs"])
+        figures["memory_frontier"] = plots.frontier(memory["table"], "regression", f"Memory frontier on {dataset}")
     claims = claims_frame(rows)
     truth = generator_capacity(dataset, s.train_sizes) if s.figure1 else None
     figure_dir = folder / "figures"
@@ -276,8 +281,75 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
             "figure1": s.figure1_settings() if s.figure1 else None}
     write_json_atomic(folder / "report.json", meta)
     with atomic_write(folder / "REPORT.md", "w") as f:
-        f.write(render(claims, summaries, meta, sorted(figures), truth))
+        f.write(render(claims, summaries, meta, sorted(figures), truth, None if memory is None else memory["table"]))
     return claims
+
+
+def memory_frontier(base: Config, data: Interactions, points, seeds, folder: Path, workers: int = 1) -> dict:
+    """:func:`frontier.frontier` with its runs under ``folder/runs`` (reused), and ``frontier_runs.csv`` and
+    ``frontier.csv`` (the table) written into ``folder``."""
+    runs = fr.frontier(base, data, list(points) or None, seeds, Path(folder) / "runs", workers)
+    table = fr.frontier_table(runs)
+    ex.save_frame(runs, folder, "frontier_runs")
+    ex.save_frame(table, folder, "frontier")
+    return {"runs": runs, "table": table}
+
+
+def frontier_markdown(table: pd.DataFrame) -> str:
+    """The frontier table for a reader: loss with its interval, bytes and their ratios, the change against
+    FSE-146 and whether the point is Pareto-optimal."""
+    def change(r):
+        if not np.isfinite(r["vs_fse146_loss"]):
+            return ""
+        half = r["vs_fse146_loss_±95%"]
+        return f"{100 * r['vs_fse146_loss']:+.2f}%" + (f" ± {100 * half:.2f}" if np.isfinite(half) else "")
+    out = pd.DataFrame({
+        "point": table["point"],
+        "online loss": [f"{v:.4f}" + (f" ± {h:.4f}" if np.isfinite(h) else "") for v, h in zip(table["online_loss"], table["±95%"])],
+        "embedding MB": (table["embedding_bytes"] / 1e6).round(3),
+        "× FSE-146": table["vs_fse146_bytes"].round(3), "× FSE-128": table["vs_fse128_bytes"].round(3),
+        "loss vs FSE-146 (95% CI)": [change(r) for _, r in table.iterrows()],
+        "parameters": table["embedding_parameters"].round().astype("Int64"),
+        "peak RSS MB": table["peak_rss_mb"].round(0), "seconds": table["seconds"].round(0),
+        "Pareto": table["pareto"].map({True: "yes", False: ""})})
+    return out.to_markdown(index=False)
+
+
+def frontier_report(base: Config, data: Interactions, points, seeds, folder, workers: int = 1,
+                    command: str = "") -> pd.DataFrame:
+    """The memory frontier on its own: its runs, ``frontier.csv``, ``frontier_claims.csv``, the figure and
+    ``FRONTIER.md`` in ``folder``; returns the claims."""
+    began = datetime.datetime.now(datetime.timezone.utc)
+    folder = Path(folder)
+    memory = memory_frontier(base, data, points, seeds, folder, workers)
+    claims = claims_frame(fr.frontier_claims(memory["runs"]))
+    ex.save_frame(claims[COLUMNS] if len(claims) else pd.DataFrame(columns=COLUMNS), folder, "frontier_claims")
+    from . import plots
+    plots.save(plots.frontier(memory["table"], base.task, f"Memory frontier on {data.name}"), folder / "figures",
+               "memory_frontier")
+    seconds = (datetime.datetime.now(datetime.timezone.utc) - began).total_seconds()
+    meta = {"command": command, "dataset": data.name, "interactions": len(data), "task": base.task,
+            "seeds": list(seeds), "seconds": seconds, "machine": machine(), "versions": versions(),
+            "config": base.to_dict()}
+    write_json_atomic(folder / "frontier.json", meta)
+    lines = [f"# Memory frontier on {data.name}", "", f"Made by `{command}`" if command else "", "",
+             f"{len(data):,} interactions; task {base.task}; seeds {list(seeds)}; {seconds / 60:.1f} min on "
+             f"{machine()}; torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}.",
+             "", FRONTIER_INTRO, "", frontier_markdown(memory["table"]), "", "## Claims", ""]
+    lines += [verdict_table(claims).to_markdown(index=False) if len(claims) else "No claim: FSE-146 or hard AutoEmb "
+              "is missing from the points.", "", "![frontier](figures/memory_frontier.png)", ""]
+    with atomic_write(folder / "FRONTIER.md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return claims
+
+
+FRONTIER_INTRO = ("Embedding bytes are counted from the tensors a run holds at its end: the embedding tables at "
+                  "their allocated capacity with their optimizer state, mixed storage's id -> (space, slot) map and "
+                  "free lists, and the transforms with their optimizer state and BatchNorm buffers (the controllers "
+                  "and per-id context are apart, as selection bytes). Parameters are the literature's count: the "
+                  "stored dimensions of every id plus the transforms. Loss intervals are 95% t intervals over "
+                  "seeds; the change against FSE-146 is paired per seed. A point is Pareto-optimal when no other "
+                  "point has no more bytes and a lower mean loss.")
 
 
 def generator_capacity(dataset: str, train_sizes) -> pd.DataFrame | None:
@@ -354,7 +426,7 @@ def summary_lines(claims: pd.DataFrame) -> list[str]:
 
 
 def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: list[str],
-           truth: pd.DataFrame | None = None) -> str:
+           truth: pd.DataFrame | None = None, frontier: pd.DataFrame | None = None) -> str:
     dataset = meta["dataset"]
     layout = ex.paper_table(ex.overall_table(summaries))
     lines = [f"# Reproduction report: AutoEmb (Zhao et al., 2020) on {dataset}", "",
@@ -389,6 +461,9 @@ def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: l
                   "active users, with x ratings drawn from the generator's own model (test MSE on the 1..5 scale). "
                   "It shows where the data's own crossover lies, for comparison with the trained models above.", "",
                   truth.reset_index().to_markdown(index=False), ""]
+    if frontier is not None:
+        lines += ["## Memory frontier (hard selection, regression)", "", FRONTIER_INTRO, "",
+                  frontier_markdown(frontier), ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{name}](figures/{name}.png)" for name in figures] + [""]
     lines += ["## Versions", "", "| package | version |", "|---|---|"]

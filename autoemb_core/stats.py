@@ -107,3 +107,9 @@ def claim(effects, paper_effect: float | None = None, level: float = 0.95, power
             "mde": mde(r["std"], r["seeds"], level, power), "n_seeds": r["seeds"],
             "paper_effect": float("nan") if paper_effect is None else float(paper_effect),
             "verdict": verdict(r["low"], r["high"], paper_effect)}
+
+
+def claim_row(name, dataset, task, metric, method, comparator, effects, paper_effect=None, bucket="") -> dict:
+    """A row of the report's ``claims.csv``: what is claimed, where, against what, and :func:`claim`'s figures."""
+    return {"claim": name, "dataset": dataset, "task": task, "metric": metric, "method": method,
+            "comparator": comparator, "bucket": bucket, **claim(effects, paper_effect)}

@@ -111,6 +111,16 @@ def test_freed_rows_are_reused_before_a_table_grows():
     check_one_table_each(rows, 200)
 
 
+def test_a_table_most_ids_left_gives_its_memory_back():
+    rows = storage(1000)
+    rows.route(torch.arange(1000), torch.full((1000,), 2))
+    kept = rows.rows(torch.arange(900, 1000))
+    rows.route(torch.arange(900), torch.full((900,), 0))
+    assert len(rows.tables[2].weight) == MixedRows.capacity_for(100) and len(rows.free[2]) == 0
+    torch.testing.assert_close(rows.rows(torch.arange(900, 1000)), kept)  # the stayers keep their rows
+    check_one_table_each(rows, 1000)
+
+
 @pytest.mark.parametrize("optimizer", ["adagrad", "adam", "sgd"])
 def test_reads_and_steps_match_a_loop_over_ids(optimizer):
     rows = storage(30, optimizer=optimizer)
