@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .config import Config
 from .interactions import Interactions
@@ -80,18 +81,18 @@ def point_config(base: Config, point: Point, seed: int) -> Config:
 
 def _run_one(cfg: Config, data: Interactions, folder: str | None, threads: int) -> dict:
     """One point in its own process: run, save, return its summary."""
-    import torch
     torch.set_num_threads(threads)
-    result = run(cfg, data)
+    result = run(dataclasses.replace(cfg, progress=False), data)
     if folder is not None:
         result.save(folder)
     return result.summary
 
 
 def frontier(base: Config, data: Interactions, settings=None, seeds=(0,), results_dir=None, workers: int = 1,
-             reuse: bool = True) -> pd.DataFrame:
+             reuse: bool = True, log=sys.stderr) -> pd.DataFrame:
     """Run every point of ``settings`` (default :func:`points`) for every seed on ``data``; one row per run with
-    the family, setting, seed and :data:`SUMMARY_KEYS`. Runs saved under ``results_dir`` are reused."""
+    the family, setting, seed and :data:`SUMMARY_KEYS`. Runs saved under ``results_dir`` are reused. Each run
+    gets this process's torch threads shared among the ``workers``; a line per finished run goes to ``log``."""
     settings = points() if settings is None else settings
     jobs, rows = [], {}
     for point in settings:
@@ -105,12 +106,17 @@ def frontier(base: Config, data: Interactions, settings=None, seeds=(0,), result
                     rows[(point, seed)] = {**saved.summary, **memory_after_one_batch(cfg, data)}
             else:
                 jobs.append((point, seed, cfg, folder))
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {(p, s): pool.submit(_run_one, cfg, data, folder, threads) for p, s, cfg, folder in jobs}
-        for key, future in futures.items():
-            rows[key] = future.result()
+    threads = max(1, torch.get_num_threads() // max(1, workers))
+    if jobs:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(_run_one, cfg, data, folder, threads): (p, s) for p, s, cfg, folder in jobs}
+            for done, future in enumerate(as_completed(futures), start=1):
+                (point, seed), summary = futures[future], future.result()
+                rows[(point, seed)] = summary
+                if log is not None:
+                    print(f"[{done}/{len(jobs)}] {point.name} seed {seed}: online loss {summary['online_loss']:.4f}, "
+                          f"{summary['embedding_bytes'] / 1e6:.2f} MB, {summary['seconds']:.0f} s", file=log, flush=True)
     return pd.DataFrame([{"dataset": data.name, "task": base.task, "family": p.family, "setting": p.setting,
                           "point": p.name, "seed": s, **{k: rows[(p, s)].get(k) for k in SUMMARY_KEYS}}
                          for p in settings for s in seeds])

@@ -124,6 +124,32 @@ def dataset_name(name, value):
     return value
 
 
+def float_list(name, value):
+    items = value
+    if isinstance(value, str):
+        try:
+            items = [float(v) for v in _split(value)]
+        except ValueError:
+            items = value
+    if not isinstance(items, (list, tuple)) or not items or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in items):
+        raise _bad(name, value, "expected a non-empty list of numbers >= 0", f"e.g. -y '{name}: [0.0, 0.1]'")
+    return [float(v) for v in items]
+
+
+def threshold_pairs(name, value):
+    """A list of increasing threshold lists, one per point; a string ``8,64;64,512`` is read as two."""
+    items = [_split(part) for part in value.split(";")] if isinstance(value, str) else value
+    try:
+        pairs = [[int(x) for x in item] for item in items]
+    except (TypeError, ValueError):
+        pairs = None
+    if not pairs or any(len(p) < 1 or p != sorted(set(p)) or p[0] < 1 for p in pairs):
+        raise _bad(name, value, "expected a non-empty list of increasing positive thresholds per point",
+                   f"e.g. -y '{name}: [[8, 64], [64, 512]]' or -p {name} '8,64;64,512'")
+    return pairs
+
+
 @dataclass(frozen=True)
 class Knob:
     """One notebook parameter: its default, its check, and whether it is a Config setting."""
@@ -176,6 +202,15 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
         "weights_method": Knob("autoemb", choice("autoemb", "sam", "darts"), "whose weights Figure 7 shows"),
         "record_alpha_every": Knob(2, positive_int(), "record the selection weights every this many batches",
                                    config=True),
+    },
+    "memory": {
+        **{k: v for k, v in _common(_ONE_TASK, ["fse"], [0, 1], 20_000, "05_memory").items() if k != "methods"},
+        "fse_widths": Knob([2, 16, 146], int_list(1, increasing=True), "FSE's widths, one point each"),
+        "thresholds": Knob([[8, 64]], threshold_pairs, "the popularity rule's thresholds (mixed storage), one "
+                           "point per list"),
+        "penalties": Knob([0.0, 0.1], float_list, "hard AutoEmb's memory penalties, one point each"),
+        "soft": Knob(True, choice(True, False), "also soft AutoEmb"),
+        "workers": Knob(2, positive_int(), "runs in parallel, each in its own process"),
     },
     "data_efficiency": {
         **_common(_ONE_TASK, FOUR, [0, 1], 50_000, "04_data_efficiency"),

@@ -295,9 +295,10 @@ def memory_frontier(base: Config, data: Interactions, points, seeds, folder: Pat
     return {"runs": runs, "table": table}
 
 
-def frontier_markdown(table: pd.DataFrame) -> str:
+def frontier_view(table: pd.DataFrame, timings: bool = True) -> pd.DataFrame:
     """The frontier table for a reader: loss with its interval, bytes and their ratios, the change against
-    FSE-146 and whether the point is Pareto-optimal."""
+    FSE-146 and whether the point is Pareto-optimal; with ``timings``, peak RSS and seconds (which vary from run
+    to run) too."""
     def change(r):
         if not np.isfinite(r["vs_fse146_loss"]):
             return ""
@@ -310,9 +311,15 @@ def frontier_markdown(table: pd.DataFrame) -> str:
         "× FSE-146": table["vs_fse146_bytes"].round(3), "× FSE-128": table["vs_fse128_bytes"].round(3),
         "loss vs FSE-146 (95% CI)": [change(r) for _, r in table.iterrows()],
         "parameters": table["embedding_parameters"].round().astype("Int64"),
-        "peak RSS MB": table["peak_rss_mb"].round(0), "seconds": table["seconds"].round(0),
         "Pareto": table["pareto"].map({True: "yes", False: ""})})
-    return out.to_markdown(index=False)
+    if timings:
+        out["peak RSS MB"] = table["peak_rss_mb"].round(0)
+        out["seconds"] = table["seconds"].round(0)
+    return out
+
+
+def frontier_markdown(table: pd.DataFrame) -> str:
+    return frontier_view(table).to_markdown(index=False)
 
 
 def frontier_report(base: Config, data: Interactions, points, seeds, folder, workers: int = 1,

@@ -14,7 +14,7 @@ from autoemb_core.nbparams import NOTEBOOKS
 
 ROOT = Path(__file__).parents[1]
 FILES = {"preliminary": "01_preliminary.ipynb", "overall": "02_overall.ipynb", "popularity": "03_popularity.ipynb",
-         "data_efficiency": "04_data_efficiency.ipynb"}
+         "data_efficiency": "04_data_efficiency.ipynb", "memory": "05_memory.ipynb"}
 
 
 def read(name):
@@ -99,6 +99,17 @@ def test_bad_parameters_stop_the_first_cells_with_a_message(tmp_path, parameters
     nb = nbformat.read(tmp_path / FILES["overall"], as_version=4)
     failed = [i for i, c in enumerate(code_cells(nb)) if any(o.get("output_type") == "error" for o in c.outputs)]
     assert failed == [3]  # imports, parameters, injected parameters, then the setup cell
+
+
+def test_the_memory_frontier_on_a_netflix_folder_with_papermill(tmp_path, netflix_dir):
+    out = tmp_path / "out"
+    papermill("memory", tmp_path, dataset="netflix", data_dir=str(netflix_dir), results_dir=str(out),
+              fse_widths=[2, 146], thresholds="8,64", penalties=[0.0], soft=False, workers=1)
+    table = pd.read_csv(out / "frontier.csv")
+    assert set(table.point) == {"fse d=2", "fse d=146", "popularity-rule thresholds=8,64", "autoemb-hard penalty=0"}
+    assert (table.embedding_bytes > 0).all() and (out / "memory_frontier.png").stat().st_size > 0
+    claims = pd.read_csv(out / "claims.csv")
+    assert "hard AutoEmb is on the FSE-d / popularity-rule frontier" in set(claims.claim) and (claims.n_seeds == 2).all()
 
 
 def test_figure1_with_papermill_ends_with_its_claims(tmp_path):
