@@ -215,6 +215,6 @@ def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
         ax.set_xlabel("embedding bytes allocated (tables, optimizer state, id maps, transforms)")
         ax.set_ylabel(task_loss)
         ax.set_title(title or "Memory frontier")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="lower left")
         fig.tight_layout()
     return fig
