@@ -185,8 +185,8 @@ def learning_curves(curves: pd.DataFrame):
                           "number of training examples", draw)
 
 
-FAMILY_NAMES = {"fse": "FSE-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb",
-                "autoemb": "soft AutoEmb"}
+FAMILY_NAMES = {"fse": "FSE-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb (λ)",
+                "autoemb-hard move_init": "hard AutoEmb, other move_init", "autoemb": "soft AutoEmb"}
 
 
 def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
@@ -194,12 +194,14 @@ def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
     Pareto-optimal points ringed, FSE-146's loss dotted."""
     task_loss = f"online {loss_name(task)}"
     with _style():
-        fig, ax = plt.subplots(figsize=(7.5, 4.6))
-        for family, group in table.groupby("family", sort=False):
+        fig, ax = plt.subplots(figsize=(9.5, 4.6))
+        series = table["family"].where(~table["setting"].str.startswith("move_init"), "autoemb-hard move_init")
+        for family, group in table.groupby(series, sort=False):
             group = group.sort_values("embedding_bytes")
+            alone = family in ("autoemb", "autoemb-hard move_init")
             ax.errorbar(group["embedding_bytes"], group["online_loss"], yerr=group["±95%"].fillna(0),
-                        marker="o", capsize=3, label=FAMILY_NAMES.get(family, family),
-                        linestyle="-" if family == "fse" else "none" if family == "autoemb" else "--")
+                        marker="s" if alone else "o", capsize=3, label=FAMILY_NAMES.get(family, family),
+                        linestyle="-" if family == "fse" else "none" if alone else "--")
             for _, row in group.iterrows():
                 ax.annotate(row["setting"].replace("penalty=", "λ=").replace("thresholds=", ""),
                             (row["embedding_bytes"], row["online_loss"]), textcoords="offset points", xytext=(4, 4),
@@ -215,6 +217,6 @@ def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
         ax.set_xlabel("embedding bytes allocated (tables, optimizer state, id maps, transforms)")
         ax.set_ylabel(task_loss)
         ax.set_title(title or "Memory frontier")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
     return fig

@@ -335,13 +335,16 @@ def frontier_report(base: Config, data: Interactions, points, seeds, folder, wor
     plots.save(plots.frontier(memory["table"], base.task, f"Memory frontier on {data.name}"), folder / "figures",
                "memory_frontier")
     seconds = (datetime.datetime.now(datetime.timezone.utc) - began).total_seconds()
+    run_seconds = float(pd.to_numeric(memory["runs"]["seconds"]).sum())
     meta = {"command": command, "dataset": data.name, "interactions": len(data), "task": base.task,
-            "seeds": list(seeds), "seconds": seconds, "machine": machine(), "versions": versions(),
+            "seeds": list(seeds), "seconds": seconds, "run_seconds": run_seconds, "machine": machine(), "versions": versions(),
             "config": base.to_dict()}
     write_json_atomic(folder / "frontier.json", meta)
     lines = [f"# Memory frontier on {data.name}", "", f"Made by `{command}`" if command else "", "",
-             f"{len(data):,} interactions; task {base.task}; seeds {list(seeds)}; {seconds / 60:.1f} min on "
-             f"{machine()}; torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}.",
+             f"{len(data):,} interactions; task {base.task}; seeds {list(seeds)}; finished after {seconds / 60:.1f} min "
+             f"on {machine()} (the runs took {run_seconds / 60:.0f} min, summed over runs, some possibly in earlier "
+             f"invocations whose runs this one reused); torch {meta['versions']['torch']}, commit "
+             f"{meta['versions']['git_commit'] or 'unknown'}.",
              "", FRONTIER_INTRO, "", frontier_markdown(memory["table"]), "", "## Claims", ""]
     lines += [verdict_table(claims).to_markdown(index=False) if len(claims) else "No claim: FSE-146 or hard AutoEmb "
               "is missing from the points.", "", "![frontier](figures/memory_frontier.png)", ""]
