@@ -78,12 +78,7 @@ def names_from(allowed) -> Callable:
 
 def int_list(minimum: int = 0, increasing: bool = False) -> Callable:
     def check(name, value):
-        items = value
-        if isinstance(value, str):
-            try:
-                items = [int(v) for v in _split(value)]
-            except ValueError:
-                items = value
+        items = _parsed(value, int)
         if not isinstance(items, (list, tuple)) or not items or not all(_is_int(v) and v >= minimum for v in items):
             raise _bad(name, value, f"expected a non-empty list of integers >= {minimum}",
                        f"e.g. -y '{name}: [0, 1, 2]' or -p {name} 0,1,2")
@@ -124,13 +119,18 @@ def dataset_name(name, value):
     return value
 
 
-def float_list(name, value):
-    items = value
+def _parsed(value, kind):
+    """A comma-separated string as a list of ``kind`` (the string itself where it does not parse)."""
     if isinstance(value, str):
         try:
-            items = [float(v) for v in _split(value)]
+            return [kind(v) for v in _split(value)]
         except ValueError:
-            items = value
+            return value
+    return value
+
+
+def float_list(name, value):
+    items = _parsed(value, float)
     if not isinstance(items, (list, tuple)) or not items or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in items):
         raise _bad(name, value, "expected a non-empty list of numbers >= 0", f"e.g. -y '{name}: [0.0, 0.1]'")

@@ -18,3 +18,23 @@ def data_dir(tmp_path):
     target = tmp_path / "data"
     shutil.copytree(FIXTURES, target)
     return target
+
+
+def trainers_before_batch(data, cfg, batch: int = 3, flip_from: int = 60, prepare=lambda trainer: None):
+    """Two trainers of ``cfg``, one on ``data`` and one on a copy whose labels are flipped from position
+    ``flip_from`` on, each stepped through the batches before ``batch`` (and its bilevel update): what a causal
+    engine computes for batch ``batch`` must be the same in both."""
+    import copy
+
+    from autoemb_core.train import StreamingTrainer
+    flipped = copy.copy(data)
+    flipped.rating = data.rating.copy()
+    flipped.rating[flip_from:] = 6 - flipped.rating[flip_from:]
+    pair = StreamingTrainer(data, cfg), StreamingTrainer(flipped, cfg)
+    for trainer in pair:
+        prepare(trainer)
+        for index, (start, stop, _) in enumerate(list(trainer.batches)[:batch]):
+            trainer.step(index, start, stop)
+        if cfg.bilevel:
+            trainer.bilevel_step(batch)
+    return pair

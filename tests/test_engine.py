@@ -12,6 +12,7 @@ from autoemb_core.__main__ import main as cli
 from autoemb_core.config import BILEVEL, METHODS, SELECTING, Config
 from autoemb_core.model import SIDES, controller_features, loss_and_correct
 from autoemb_core.train import StreamingTrainer, run
+from conftest import trainers_before_batch
 
 SMALL = dict(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
 
@@ -201,18 +202,7 @@ def test_training_step_gives_theta_gradients_only_for_sam(tiny, method, theta_mo
 @pytest.mark.parametrize("method", METHODS)
 def test_batch_is_predicted_before_any_parameter_sees_it(tiny, method):
     """Change the labels of batch 3 onwards: everything up to and including its prediction is identical."""
-    data = tiny.head(400)
-    flipped = copy.copy(data)
-    flipped.rating = data.rating.copy()
-    flipped.rating[60:] = 6 - flipped.rating[60:]
-    cfg = Config(method=method, **SMALL)
-    a, b = StreamingTrainer(data, cfg), StreamingTrainer(flipped, cfg)
-    for index in range(3):
-        a.step(index, index * 20, index * 20 + 20)
-        b.step(index, index * 20, index * 20 + 20)
-    if cfg.bilevel:
-        a.bilevel_step(3)
-        b.bilevel_step(3)
+    a, b = trainers_before_batch(tiny.head(400), Config(method=method, **SMALL))
     assert not changed(snapshot(a), snapshot(b))
     view_a, view_b = a.view(torch.arange(60, 80)), b.view(torch.arange(60, 80))
     assert not torch.equal(view_a.target, view_b.target)

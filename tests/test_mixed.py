@@ -16,6 +16,7 @@ from autoemb_core.model import SIDES, SparseRows
 from autoemb_core.selection import straight_through
 from autoemb_core.stream import popularity_before_batch
 from autoemb_core.train import StreamingTrainer, tensor_bytes
+from conftest import trainers_before_batch
 
 DIMS = (2, 4, 8)
 SMALL = dict(dims=DIMS, hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
@@ -218,19 +219,8 @@ def test_moving_ids_keeps_the_stream_causal(tiny, settings):
     """Flip the labels from batch 3 on: the routing, the rows and the prediction of batch 3 are unchanged,
     ids have moved by then, and the popularity rule routes on the popularity before each batch."""
     data = tiny.head(400)
-    flipped = copy.copy(data)
-    flipped.rating = data.rating.copy()
-    flipped.rating[60:] = 6 - flipped.rating[60:]
     cfg = Config(**SMALL, **settings)
-    a, b = StreamingTrainer(data, cfg), StreamingTrainer(flipped, cfg)
-    if cfg.bilevel:
-        favour_largest(a, 0.3), favour_largest(b, 0.3)
-    for index in range(3):
-        a.step(index, index * 20, index * 20 + 20)
-        b.step(index, index * 20, index * 20 + 20)
-    if cfg.bilevel:
-        a.bilevel_step(3)
-        b.bilevel_step(3)
+    a, b = trainers_before_batch(data, cfg, prepare=lambda t: cfg.bilevel and favour_largest(t, 0.3))
     view_a, view_b = a.view(slice(60, 80)), b.view(slice(60, 80))
     a.selector.route(view_a)
     b.selector.route(view_b)
