@@ -31,7 +31,7 @@ def _download(args) -> None:
 
 def _run(args) -> dict:
     overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "method", "task", "seed", "max_interactions",
-                                               "results_dir", "device", *RUN_CONTROL)}
+                                               "results_dir", "device", *RUN_CONTROL, *MEMORY)}
     overrides.update(progress=not args.no_progress, resume=args.resume or None)
     cfg = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
     result = run(cfg)
@@ -43,6 +43,9 @@ def _run(args) -> dict:
           f"{s['samples_per_second']:,.0f} samples/s")
     for stage in ("offline", "online"):
         print(f"  {stage:>7}: loss {s[f'{stage}_loss']:.4f}  accuracy {s[f'{stage}_accuracy']:.4f}")
+    print(f"  embedding bytes {s['embedding_bytes']:,} ({s['embedding_parameters']:,} parameters)")
+    if "ids_per_space" in s:
+        print("  stored at each size: " + "; ".join(f"{side}s {sizes}" for side, sizes in s["ids_per_space"].items()))
     print(f"wrote {folder}")
     return s
 
@@ -112,6 +115,7 @@ def _demo(args) -> None:
 
 
 RUN_CONTROL = ("checkpoint_dir", "checkpoint_every", "grad_clip")
+MEMORY = ("fse_width", "storage", "move_init", "memory_penalty")  # run's settings for hard selection
 
 
 def _run_control(p) -> None:
@@ -142,6 +146,12 @@ def main(argv=None) -> int:
     p.add_argument("--results-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
+    p.add_argument("--fse-width", type=int, default=None, help="fse: the embedding size (default: sum of dims, 146)")
+    p.add_argument("--storage", default=None, choices=["full", "mixed"],
+                   help="popularity-rule: mixed stores each id at its size only (autoemb-hard always does)")
+    p.add_argument("--move-init", default=None, choices=["transfer", "fresh"],
+                   help="mixed storage: how a moved id's new row starts")
+    p.add_argument("--memory-penalty", type=float, default=None, help="autoemb-hard: pressure towards smaller sizes")
     p.set_defaults(func=_run)
     p = sub.add_parser("download", help="download and unpack a MovieLens archive from GroupLens")
     p.add_argument("name")

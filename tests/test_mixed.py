@@ -2,6 +2,7 @@
 bytes come from the tensors, the storage's reads and steps match a loop over ids, and hard routing with a
 one-hot controller is the single-space model."""
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 import autoemb_core as ae
+from autoemb_core.__main__ import main as cli
 from autoemb_core.config import Config
 from autoemb_core.interactions import DataError
 from autoemb_core.mixed import MixedRows, transfer_map
@@ -253,3 +255,14 @@ def test_mixed_storage_is_for_one_space_per_id():
         Config(method="fse", storage="mixed")
     assert Config(method="autoemb-hard").mixed and Config(method="popularity-rule", storage="mixed").mixed
     assert Config(method="fse", fse_width=16).width == 16 and Config(method="fse").width == 146
+
+
+def test_hard_autoemb_runs_from_the_command_line(tmp_path, capsys):
+    assert cli(["run", "--dataset", "synthetic-tiny", "--method", "autoemb-hard", "--memory-penalty", "0.1",
+                "--max-interactions", "2000", "--results-dir", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "embedding bytes" in out and "stored at each size" in out
+    (folder,) = tmp_path.iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["config"]["memory_penalty"] == 0.1 and summary["method"] == "autoemb-hard"
+    assert sum(summary["ids_per_space"]["user"].values()) == summary["n_users"]
