@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +114,13 @@ def frontier(base: Config, data: Interactions, settings=None, seeds=(0,), result
         with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, max_tasks_per_child=1) as pool:
             futures = {pool.submit(_run_one, cfg, data, folder, threads): (p, s) for p, s, cfg, folder in jobs}
             for done, future in enumerate(as_completed(futures), start=1):
-                (point, seed), summary = futures[future], future.result()
+                (point, seed) = futures[future]
+                try:
+                    summary = future.result()
+                except BrokenProcessPool:
+                    raise RuntimeError(f"the process running {point.name} seed {seed} ended abruptly (killed, or out "
+                                       f"of memory?); the finished runs are saved under {results_dir} and are "
+                                       "reused when the frontier is run again") from None
                 rows[(point, seed)] = summary
                 if log is not None:
                     print(f"[{done}/{len(jobs)}] {point.name} seed {seed}: online loss {summary['online_loss']:.4f}, "

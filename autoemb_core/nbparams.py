@@ -205,7 +205,7 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
     },
     "memory": {
         **{k: v for k, v in _common(_ONE_TASK, ["fse"], [0, 1], 20_000, "05_memory").items() if k != "methods"},
-        "fse_widths": Knob([2, 16, 146], int_list(1, increasing=True), "FSE's widths, one point each"),
+        "fse_widths": Knob([2, 16, 128, 146], int_list(1, increasing=True), "FSE's widths, one point each"),
         "thresholds": Knob([[8, 64]], threshold_pairs, "the popularity rule's thresholds (mixed storage), one "
                            "point per list"),
         "penalties": Knob([0.0, 0.1], float_list, "hard AutoEmb's memory penalties, one point each"),

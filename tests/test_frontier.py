@@ -2,6 +2,7 @@
 claims (chosen on the offline stage, compared with the cheaper baselines), runs in their own processes and reused,
 and the command line and the report that write it."""
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -122,6 +123,16 @@ def test_frontier_runs_each_point_in_its_own_process_and_reuses_saved_runs(tiny,
     monkeypatch.setattr(fr, "ProcessPoolExecutor", no_pool)
     again = fr.frontier(base, tiny, settings, (0, 1), tmp_path, workers=2, log=None)
     pd.testing.assert_frame_equal(first, again)
+
+
+def test_a_run_whose_process_dies_gives_a_clear_message(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(fr, "_run_one", _die)
+    with pytest.raises(RuntimeError, match="fse d=2 seed 0 ended abruptly.*reused"):
+        fr.frontier(Config(**FAST), tiny, fr.points((2,), (), (), fresh=False, soft=False), (0,), tmp_path, log=None)
+
+
+def _die(*args):
+    os._exit(9)
 
 
 def test_a_saved_run_without_memory_figures_gets_them_from_its_first_batch(tiny, tmp_path):
