@@ -34,7 +34,7 @@ from autoemb_core.config import Config
 from autoemb_core.data import load_dataset
 from autoemb_core.interactions import Interactions
 from autoemb_core.model import SIDES, optimizer_step, torch_optimizer_state
-from autoemb_core.train import StreamingTrainer
+from autoemb_core.train import StreamingTrainer, _tensors
 
 PHASES = {"bilevel_step": "controller update", "scores": "evaluation", "train_w": "training step",
           "update_tables": "bookkeeping (tables)"}
@@ -118,7 +118,7 @@ class CountFlops(TorchDispatchMode):
 def touch(trainer) -> None:
     """Fault in every page of every per-id table (zeros are lazily mapped until first written)."""
     tensors = [t for table in trainer.tables.values() for t in
-               (table.state().values() if hasattr(table, "state") else [table.weight])]
+               (_tensors(table.state()) if hasattr(table, "state") else [table.weight])]
     context = trainer.context
     tensors += [*context.popularity.values(), *context.last_weights.values(), *context.last_loss.values()]
     if hasattr(trainer.selector, "logits"):
