@@ -20,7 +20,13 @@ def data_dir(tmp_path):
     return target
 
 
-def trainers_before_batch(data, cfg, batch: int = 3, flip_from: int = 60, prepare=lambda trainer: None):
+@pytest.fixture
+def trainers_before_batch():
+    """:func:`_trainers_before_batch`, for the causality tests."""
+    return _trainers_before_batch
+
+
+def _trainers_before_batch(data, cfg, batch: int = 3, flip_from: int = 60, prepare=lambda trainer: None):
     """Two trainers of ``cfg``, one on ``data`` and one on a copy whose labels are flipped from position
     ``flip_from`` on, each stepped through the batches before ``batch`` (and its bilevel update): what a causal
     engine computes for batch ``batch`` must be the same in both."""

@@ -12,7 +12,6 @@ from autoemb_core.__main__ import main as cli
 from autoemb_core.config import BILEVEL, METHODS, SELECTING, Config
 from autoemb_core.model import SIDES, controller_features, loss_and_correct
 from autoemb_core.train import StreamingTrainer, run
-from conftest import trainers_before_batch
 
 SMALL = dict(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
 
@@ -200,7 +199,7 @@ def test_training_step_gives_theta_gradients_only_for_sam(tiny, method, theta_mo
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_batch_is_predicted_before_any_parameter_sees_it(tiny, method):
+def test_batch_is_predicted_before_any_parameter_sees_it(tiny, method, trainers_before_batch):
     """Change the labels of batch 3 onwards: everything up to and including its prediction is identical."""
     a, b = trainers_before_batch(tiny.head(400), Config(method=method, **SMALL))
     assert not changed(snapshot(a), snapshot(b))

@@ -18,7 +18,6 @@ from autoemb_core.model import SIDES, SparseRows
 from autoemb_core.selection import straight_through
 from autoemb_core.stream import popularity_before_batch
 from autoemb_core.train import StreamingTrainer, tensor_bytes
-from conftest import trainers_before_batch
 
 DIMS = (2, 4, 8)
 SMALL = dict(dims=DIMS, hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
@@ -217,7 +216,7 @@ def test_hard_routing_with_a_one_hot_controller_is_the_single_space_model(tiny, 
 
 @pytest.mark.parametrize("settings", [dict(method="autoemb-hard", memory_penalty=3.0, controller_lr=0.05),
                                       dict(method="popularity-rule", storage="mixed", popularity_thresholds=(1, 3))])
-def test_moving_ids_keeps_the_stream_causal(tiny, settings):
+def test_moving_ids_keeps_the_stream_causal(tiny, settings, trainers_before_batch):
     """Flip the labels from batch 3 on: the routing, the rows and the prediction of batch 3 are unchanged,
     ids have moved by then, and the popularity rule routes on the popularity before each batch."""
     data = tiny.head(400)
