@@ -86,7 +86,8 @@ def _frontier(args) -> None:
     base = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
     base = dataclasses.replace(base, progress=False)
     thresholds = [_thresholds(t) for t in args.thresholds]
-    settings = points(args.fse_widths, thresholds, args.penalties, fresh=not args.no_fresh, soft=not args.no_soft)
+    settings = points(args.fse_widths, thresholds, args.penalties, fresh=not args.no_fresh, soft=not args.no_soft,
+                      floor=not args.no_floor)
     folder = Path(args.results_dir or f"results/frontier/{base.dataset}")
     data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
     claims = frontier_report(base, data, settings, args.seeds, folder, args.workers, args.command_line)
@@ -208,6 +209,7 @@ def main(argv=None) -> int:
                    help="hard AutoEmb's memory penalties, one point each")
     p.add_argument("--no-fresh", action="store_true", help="skip hard AutoEmb with the other move_init")
     p.add_argument("--no-soft", action="store_true", help="skip soft AutoEmb")
+    p.add_argument("--no-floor", action="store_true", help="skip the reference predictors (biases, item-mean)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, each in its own process")
     p.add_argument("--results-dir", default=None, help="default: results/frontier/<dataset>; its runs are reused")
     p.set_defaults(func=_frontier)

@@ -40,8 +40,8 @@ SUMMARY_KEYS = ("online_loss", "offline_loss", "online_accuracy", "embedding_byt
 class Point:
     """One setting on the frontier: a method family and the settings that place it."""
 
-    family: str  # fse, popularity-rule, autoemb-hard or autoemb
-    setting: str  # its label: "d=16", "thresholds=8,64", "penalty=0.01", "move_init=fresh", "soft"
+    family: str  # fse, popularity-rule, autoemb-hard, autoemb, or a reference predictor (biases, item-mean)
+    setting: str  # its label: "d=16", "thresholds=8,64", "penalty=0.01", "move_init=fresh", "soft", "floor"
     overrides: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -49,18 +49,20 @@ class Point:
         return f"{self.family} {self.setting}"
 
     def folder(self, task: str, seed: int) -> str:
-        """The run's folder name; soft AutoEmb's is the report's own, so that a report's runs are reused."""
-        if self.setting == "soft":
+        """The run's folder name; soft AutoEmb's and the floor's are the report's own, so that a report's runs
+        are reused."""
+        if self.setting in ("soft", "floor"):
             return f"{task}-{self.family}-seed{seed}"
         safe = self.setting.replace("=", "").replace(",", "-").replace(".", "p")
         return f"{task}-{self.family}-{safe}-seed{seed}"
 
 
 def points(fse_widths=FSE_WIDTHS, thresholds=RULE_THRESHOLDS, penalties=HARD_PENALTIES, fresh: bool = True,
-           soft: bool = True) -> list[Point]:
+           soft: bool = True, floor: bool = True) -> list[Point]:
     """The frontier's settings: FSE at each width (its tuned rates: a width setting of FSE), the popularity rule
     with mixed storage at each pair of thresholds (moved ids start fresh: :data:`RULE_MOVE_INIT`), hard AutoEmb at each memory penalty (and with ``fresh`` also
-    the other choice of ``move_init`` at penalty 0) and, with ``soft``, AutoEmb."""
+    the other choice of ``move_init`` at penalty 0), with ``soft`` AutoEmb, and with ``floor`` the reference
+    predictors every embedding model must beat (online biases and item means, bytes of their tables)."""
     out = [Point("fse", f"d={d}", {"method": "fse", "fse_width": int(d)}) for d in fse_widths]
     out += [Point("popularity-rule", "thresholds=" + ",".join(map(str, t)),
                   {"method": "popularity-rule", "storage": "mixed", "move_init": RULE_MOVE_INIT,
@@ -72,6 +74,8 @@ def points(fse_widths=FSE_WIDTHS, thresholds=RULE_THRESHOLDS, penalties=HARD_PEN
         out.append(Point("autoemb-hard", f"move_init={other}", {"method": "autoemb-hard", "move_init": other}))
     if soft:
         out.append(Point("autoemb", "soft", {"method": "autoemb"}))
+    if floor:
+        out += [Point(m, "floor", {"method": m}) for m in ("biases", "item-mean")]
     return out
 
 

@@ -186,7 +186,8 @@ def learning_curves(curves: pd.DataFrame):
 
 
 FAMILY_NAMES = {"fse": "FSE-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb (λ)",
-                "autoemb-hard move_init": "hard AutoEmb, other move_init", "autoemb": "soft AutoEmb"}
+                "autoemb-hard move_init": "hard AutoEmb, other move_init", "autoemb": "soft AutoEmb",
+                "biases": "floor: online biases", "item-mean": "floor: item mean"}
 
 
 def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
@@ -198,9 +199,9 @@ def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
         series = table["family"].where(~table["setting"].str.startswith("move_init"), "autoemb-hard move_init")
         for family, group in table.groupby(series, sort=False):
             group = group.sort_values("embedding_bytes")
-            alone = family in ("autoemb", "autoemb-hard move_init")
+            alone = family not in ("fse", "popularity-rule", "autoemb-hard")
             ax.errorbar(group["embedding_bytes"], group["online_loss"], yerr=group["±95%"].fillna(0),
-                        marker="s" if alone else "o", capsize=3, label=FAMILY_NAMES.get(family, family),
+                        marker="x" if family in ("biases", "item-mean") else "s" if alone else "o", capsize=3, label=FAMILY_NAMES.get(family, family),
                         linestyle="-" if family == "fse" else "none" if alone else "--")
             for _, row in group.iterrows():
                 ax.annotate(row["setting"].replace("penalty=", "λ=").replace("thresholds=", ""),

@@ -40,7 +40,8 @@ def constructed(points: dict, seeds=(0, 1, 2), noise=1e-4) -> pd.DataFrame:
 def test_points_are_width_threshold_and_penalty_settings_and_stay_explicit():
     points = {p.name: p for p in fr.points((2, 146), ((8, 64),), (0.0, 0.1))}
     assert list(points) == ["fse d=2", "fse d=146", "popularity-rule thresholds=8,64", "autoemb-hard penalty=0",
-                            "autoemb-hard penalty=0.1", "autoemb-hard move_init=fresh", "autoemb soft"]
+                            "autoemb-hard penalty=0.1", "autoemb-hard move_init=fresh", "autoemb soft",
+                            "biases floor", "item-mean floor"]
     rule = points["popularity-rule thresholds=8,64"].overrides
     assert rule["storage"] == "mixed" and rule["move_init"] == fr.RULE_MOVE_INIT
     tuned = {"regression": {"popularity-rule": {"popularity_thresholds": [50, 100], "lr": 0.002},
@@ -51,6 +52,7 @@ def test_points_are_width_threshold_and_penalty_settings_and_stay_explicit():
     fse = fr.point_config(base, points["fse d=2"], 0).resolved()
     assert fse.width == 2 and fse.table_lr == 0.5  # a width setting of FSE keeps FSE's tuned rates
     assert points["autoemb soft"].folder("regression", 1) == "regression-autoemb-seed1"  # the report's own run
+    assert points["biases floor"].folder("regression", 0) == "regression-biases-seed0"
     assert points["autoemb-hard penalty=0.1"].folder("regression", 0) == "regression-autoemb-hard-penalty0p1-seed0"
 
 
@@ -104,7 +106,7 @@ def test_a_hard_point_dominated_by_a_cheaper_fse_is_not_on_the_frontier():
 
 
 def test_frontier_runs_each_point_in_its_own_process_and_reuses_saved_runs(tiny, tmp_path, monkeypatch):
-    settings = [p for p in fr.points((2,), (), (0.1,), fresh=False, soft=False)]
+    settings = [p for p in fr.points((2,), (), (0.1,), fresh=False, soft=False, floor=False)]
     base = Config(record_alpha_every=1, **FAST)
     first = fr.frontier(base, tiny, settings, (0, 1), tmp_path, workers=2, log=None)
     assert len(first) == 4 and (first["peak_rss_bytes"] > 2 ** 20).all()
@@ -128,7 +130,7 @@ def test_frontier_runs_each_point_in_its_own_process_and_reuses_saved_runs(tiny,
 def test_a_run_whose_process_dies_gives_a_clear_message(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(fr, "_run_one", _die)
     with pytest.raises(RuntimeError, match="fse d=2 seed 0 ended abruptly.*reused"):
-        fr.frontier(Config(**FAST), tiny, fr.points((2,), (), (), fresh=False, soft=False), (0,), tmp_path, log=None)
+        fr.frontier(Config(**FAST), tiny, fr.points((2,), (), (), fresh=False, soft=False, floor=False), (0,), tmp_path, log=None)
 
 
 def _die(*args):
@@ -163,4 +165,5 @@ def test_the_report_adds_the_frontier_when_asked(tiny, tmp_path):
     text = (tmp_path / "REPORT.md").read_text()
     assert "## Memory frontier" in text and "memory_frontier.png" in text
     runs = pd.read_csv(tmp_path / "frontier_runs.csv")
-    assert set(runs["point"]) == {"fse d=2", "fse d=146", "autoemb-hard penalty=0.1", "autoemb soft"}
+    assert set(runs["point"]) == {"fse d=2", "fse d=146", "autoemb-hard penalty=0.1", "autoemb soft", "biases floor",
+                                  "item-mean floor"}
