@@ -23,7 +23,7 @@ import torch
 from . import experiments as ex
 from .config import Config
 from .interactions import Interactions
-from .stats import claim_row, t_quantile
+from .stats import claim_row, paired_interval
 from .train import RunResult, StreamingTrainer, run
 
 FSE_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 146)
@@ -201,10 +201,9 @@ def frontier_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _half_interval(values) -> float:
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return math.nan
-    return t_quantile(0.975, len(values) - 1) * float(values.std(ddof=1)) / math.sqrt(len(values))
+    """Half the width of the 95% t interval of the mean of ``values`` (NaN below 2 values)."""
+    r = paired_interval(values, np.zeros(len(values)))
+    return (r["high"] - r["low"]) / 2
 
 
 def _per_seed(runs: pd.DataFrame, point: str, value: str = "online_loss") -> pd.Series:

@@ -39,8 +39,8 @@ class MixedRows:
         """The capacity a table of ``rows`` live rows is given when it grows or shrinks: a quarter spare, plus 16."""
         return rows + rows // 4 + 16
 
-    def __init__(self, n_ids: int, dims, optimizer: str, lr: float, init_std: float, seed: int, device, dtype,
-                 betas=(0.9, 0.999), eps: float = 1e-8, move_init: str = "transfer"):
+    def __init__(self, n_ids: int, dims, transforms, optimizer: str, lr: float, init_std: float, seed: int, device,
+                 dtype, betas=(0.9, 0.999), eps: float = 1e-8, move_init: str = "transfer"):
         self.dims, self.init_std, self.move_init, self.device, self.dtype = tuple(dims), init_std, move_init, device, dtype
         self.offsets = np.concatenate([[0], np.cumsum(self.dims)]).tolist()
         self.width = self.offsets[-1]
@@ -51,7 +51,7 @@ class MixedRows:
         self.used = torch.zeros(len(self.dims), dtype=torch.int64)  # high-water mark of each table
         self.moves = torch.zeros((), dtype=torch.int64)  # ids moved to another space so far
         self.generator = torch.Generator().manual_seed(seed)
-        self.transforms = None  # the side's ModuleList of projections, bound by the trainer
+        self.transforms = transforms  # the side's ModuleList of projections, one per space
         self._maps, self._maps_version = {}, None
 
     # -- reading --------------------------------------------------------------------------------
@@ -82,19 +82,12 @@ class MixedRows:
         out = torch.zeros(len(ids), self.width, dtype=self.dtype, device=self.device)
         if not len(ids):
             return out
-        maps = self.maps() if self.transforms is not None else {}
+        maps = self.maps()
         for k, where, slots in self.groups(ids):
             stored = self.tables[k].weight.index_select(0, slots)
             for n in range(len(self.dims)):
-                lo, hi = self.offsets[n], self.offsets[n + 1]
-                if n == k:
-                    block = stored
-                elif maps:
-                    a, c = maps[(k, n)]
-                    block = torch.addmm(c, stored, a.T)
-                else:
-                    continue
-                out[where, lo:hi] = block
+                block = stored if n == k else torch.addmm(maps[(k, n)][1], stored, maps[(k, n)][0].T)
+                out[where, self.offsets[n]:self.offsets[n + 1]] = block
         return out
 
     def gather(self, ids: torch.Tensor) -> torch.Tensor:
@@ -132,28 +125,22 @@ class MixedRows:
         ids, old, new = ids.index_select(0, change), old.index_select(0, change), spaces.index_select(0, change)
         start = torch.randn(len(ids), self.dims[-1], generator=self.generator, dtype=self.dtype).mul_(self.init_std)
         start = start.to(self.device)
-        carried = torch.zeros(len(ids), dtype=torch.bool, device=self.device)
-        rows = start.new_zeros(len(ids), self.dims[-1])
+        rows = start  # fresh rows, replaced below by the carried ones
         moving = old >= 0
-        maps = self.maps() if self.move_init == "transfer" and self.transforms is not None else None
+        maps = self.maps() if self.move_init == "transfer" else None
         for k, where, slots in self.groups(ids):  # leave the old tables, carrying the rows
-            table = self.tables[k]
             if maps is not None:
-                stored, targets = table.weight.index_select(0, slots), new.index_select(0, where)
+                stored, targets = self.tables[k].weight.index_select(0, slots), new.index_select(0, where)
                 for n in targets.unique().tolist():
                     pick = targets == n
                     a, c = maps[(k, n)]
                     rows[where[pick], :self.dims[n]] = torch.addmm(c, stored[pick], a.T)
-                carried[where] = True
             self.free[k] = torch.cat([self.free[k], slots])
         for n in new.unique().tolist():  # enter the new tables
             where = torch.nonzero(new == n).squeeze(1)
             slots = self.allocate(n, len(where))
-            fresh = start.index_select(0, where)[:, :self.dims[n]]
-            row = torch.where(carried.index_select(0, where).unsqueeze(1), rows.index_select(0, where)[:, :self.dims[n]],
-                              fresh)
             table = self.tables[n]
-            table.weight.index_copy_(0, slots, row)
+            table.weight.index_copy_(0, slots, rows.index_select(0, where)[:, :self.dims[n]])
             for name, value in table.state().items():  # the new row's optimizer state starts afresh
                 if name != "weight":
                     value.index_fill_(0, slots, 0)

@@ -199,17 +199,15 @@ class StreamingTrainer:
         self.reference = make_reference(cfg, sizes, self._optimizer, dev, dtype) if cfg.reference else None
         self.tables, self.dlrs, self.dense, self.dlrs_opt = {}, None, {}, None
         if self.reference is None:
+            self.dlrs = DLRS(cfg).to(dev, dtype)  # the global RNG only: the tables draw from ``generator``
             if cfg.mixed:
-                self.tables = {s: MixedRows(sizes[s], cfg.dims, cfg.table_optimizer, cfg.rows_lr, cfg.embedding_init_std,
-                                            2 * cfg.seed + n, dev, dtype, cfg.adam_betas, cfg.adam_eps, cfg.move_init)
-                               for n, s in enumerate(SIDES)}
+                self.tables = {s: MixedRows(sizes[s], cfg.dims, self.dlrs.proj[s], cfg.table_optimizer, cfg.rows_lr,
+                                            cfg.embedding_init_std, 2 * cfg.seed + n, dev, dtype, cfg.adam_betas,
+                                            cfg.adam_eps, cfg.move_init) for n, s in enumerate(SIDES)}
             else:
                 self.tables = {s: SparseRows(sizes[s], cfg.width, cfg.table_optimizer, cfg.rows_lr,
                                              cfg.embedding_init_std, generator, dev, dtype, cfg.adam_betas, cfg.adam_eps)
                                for s in SIDES}
-            self.dlrs = DLRS(cfg).to(dev, dtype)
-            for s in SIDES if cfg.mixed else ():
-                self.tables[s].transforms = self.dlrs.proj[s]
             self.dense = dict(self.dlrs.named_parameters())
             self.dlrs_opt = self._optimizer(self.dlrs.parameters(), cfg.lr)
         self.selector = make_selector(cfg, self.context, sizes, self.tables, generator, self._optimizer, dev, dtype)

@@ -30,8 +30,8 @@ def tiny():
 
 def storage(n=50, move_init="transfer", optimizer="adagrad", seed=0):
     torch.manual_seed(seed)
-    rows = MixedRows(n, DIMS, optimizer, 0.3, 0.1, seed, "cpu", torch.float64, move_init=move_init)
-    rows.transforms = nn.ModuleList(nn.Linear(d, 8) for d in DIMS).double()
+    transforms = nn.ModuleList(nn.Linear(d, 8) for d in DIMS).double()
+    rows = MixedRows(n, DIMS, transforms, optimizer, 0.3, 0.1, seed, "cpu", torch.float64, move_init=move_init)
     return rows
 
 
