@@ -1,4 +1,4 @@
-"""Command line: ``python -m autoemb_core {run,compare,report,frontier,demo,summary,download} ...``."""
+"""Command line: ``python -m autoemb_core {run,compare,sweep,report,frontier,demo,summary,download} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import METHODS, Config
 from .data import dataset_names, load_dataset
-from .experiments import TABLE2, compare, overall_table, save_table
+from .experiments import TABLE2, compare, overall_table, paper_table, save_table, save_tables
 from .interactions import DataError
 from .frontier import FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, points
 from .report import ReportSettings, frontier_report, report, summary_lines
@@ -50,18 +50,28 @@ def _run(args) -> dict:
     return s
 
 
-def _compare(args) -> None:
+def _compare(args) -> int:
+    """``compare`` and ``sweep``: Table 2's grid, in this process or on a scheduler; runs.csv and overall.md."""
     overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", *RUN_CONTROL)
                  if getattr(args, k) is not None}
     base = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
     base = dataclasses.replace(base, progress=not args.no_progress, resume=args.resume)
     folder = Path(args.results_dir)
-    runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
-    table = overall_table(runs)
+    runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs", scheduler=args.scheduler,
+                   workers=args.workers, gpus_per_run=args.gpus_per_run, reuse=args.command == "sweep")
     save_table(runs, folder, "runs")
-    save_table(table, folder, "overall")
-    print(table.to_markdown(index=False, floatfmt=".4f"))
-    print(f"wrote {folder}")
+    done = runs.dropna(subset=["online_loss"])
+    if len(done):
+        table = overall_table(done)
+        save_table(table, folder, "overall")
+        save_tables(folder, table2=paper_table(table))
+        print(table.to_markdown(index=False, floatfmt=".4f"))
+    failed = runs[runs["online_loss"].isna()]
+    for row in failed.itertuples():
+        print(f"failed: {row.task}-{row.method}-seed{row.seed}: {row.error}", file=sys.stderr)
+    print(f"wrote {folder}" + (f"; {len(failed)} of {len(runs)} runs failed, the others are saved and are reused "
+                               "when the sweep is run again" if len(failed) else ""))
+    return 1 if len(failed) else 0
 
 
 def _report(args) -> None:
@@ -74,7 +84,7 @@ def _report(args) -> None:
                               figure1=not args.no_figure1, train_sizes=tuple(args.train_sizes), n_test=args.n_test,
                               n_validation=args.n_validation, max_epochs=args.max_epochs,
                               l2_grid=tuple(args.l2_grid), frontier=args.frontier, workers=args.workers,
-                              command=args.command_line)
+                              scheduler=args.scheduler, gpus_per_run=args.gpus_per_run, command=args.command_line)
     claims = report(settings)
     print("\n".join(summary_lines(claims)))
     print(f"wrote {folder / 'REPORT.md'} and {folder / 'claims.csv'}")
@@ -90,7 +100,8 @@ def _frontier(args) -> None:
                       floor=not args.no_floor)
     folder = Path(args.results_dir or f"results/frontier/{base.dataset}")
     data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
-    claims = frontier_report(base, data, settings, args.seeds, folder, args.workers, args.command_line)
+    claims = frontier_report(base, data, settings, args.seeds, folder, args.workers, args.command_line,
+                             scheduler=args.scheduler)
     print((folder / "FRONTIER.md").read_text())
     if len(claims):
         print("\n".join(summary_lines(claims)))
@@ -110,12 +121,13 @@ def _demo(args) -> None:
     args.dataset, args.max_interactions = "synthetic", 30_000
     args.data_dir = args.device = args.params = args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
     args.resume, args.no_figure1, args.frontier, args.workers = False, False, False, 1
+    args.threads, args.scheduler, args.gpus_per_run = None, None, 0
     args.methods, args.tasks, args.seeds = list(TABLE2), ["regression", "classification"], [0, 1, 2]
     args.train_sizes, args.n_test, args.n_validation, args.max_epochs, args.l2_grid = [2, 8, 32], 10, 5, 10, [0.0]
     _report(args)
 
 
-RUN_CONTROL = ("checkpoint_dir", "checkpoint_every", "grad_clip")
+RUN_CONTROL = ("checkpoint_dir", "checkpoint_every", "grad_clip", "threads")
 MEMORY = ("fse_width", "storage", "move_init", "memory_penalty")  # run's settings for hard selection
 
 
@@ -125,6 +137,17 @@ def _run_control(p) -> None:
                    help="batches between checkpoints (default: about every 5 minutes)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     p.add_argument("--grad-clip", type=float, default=None, help="clip gradients to this global L2 norm")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per run, saved with it (default: this process's; a dask worker's share)")
+
+
+def _scheduler(p, workers_help: str = "cells at a time: the local cluster's worker processes") -> None:
+    p.add_argument("--scheduler", default=None,
+                   help="where the runs go: local (a dask cluster on this machine) or tcp://HOST:PORT; "
+                        "default: this process")
+    p.add_argument("--workers", type=int, default=1, help=workers_help)
+    p.add_argument("--gpus-per-run", type=float, default=0,
+                   help="GPU resource each run reserves on the workers (1, or 0.5 to share), and runs on cuda")
 
 
 def main(argv=None) -> int:
@@ -170,6 +193,24 @@ def main(argv=None) -> int:
     p.add_argument("--results-dir", default="results/compare")
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
+    _scheduler(p)
+    p.set_defaults(func=_compare)
+    p = sub.add_parser("sweep", help="compare's grid as resumable cells, on dask.distributed: a finished cell is "
+                                     "skipped, a killed one resumes from its checkpoint, a failed one is reported")
+    p.add_argument("--dataset", default=None, help="one of: " + ", ".join(dataset_names()))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--methods", nargs="+", default=list(TABLE2), choices=METHODS)
+    p.add_argument("--tasks", nargs="+", default=["regression", "classification"], choices=["regression", "classification"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
+    p.add_argument("--params", default=None)
+    p.add_argument("--results-dir", required=True,
+                   help="runs/<cell>/ (results), checkpoints/<cell>/ (while running), runs.csv, overall.md, table2.md; "
+                        "on a cluster, a folder every worker sees")
+    p.add_argument("--no-progress", action="store_true")
+    _run_control(p)
+    _scheduler(p)
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="every claim of the paper, with its interval and verdict: REPORT.md, claims.csv")
     p.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
@@ -190,9 +231,9 @@ def main(argv=None) -> int:
     p.add_argument("--l2-grid", nargs="+", type=float, default=[0.0],
                    help="Figure 1: the embedding_l2 values tried per model, the best on validation kept")
     p.add_argument("--frontier", action="store_true", help="add the memory frontier (hard selection; see frontier)")
-    p.add_argument("--workers", type=int, default=1, help="the frontier's runs in parallel, each in its own process")
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
+    _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's processes")
     p.set_defaults(func=_report)
     p = sub.add_parser("frontier", help="the memory frontier: online loss against embedding bytes, FRONTIER.md")
     p.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
@@ -210,8 +251,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-fresh", action="store_true", help="skip hard AutoEmb with the other move_init")
     p.add_argument("--no-soft", action="store_true", help="skip soft AutoEmb")
     p.add_argument("--no-floor", action="store_true", help="skip the reference predictors (biases, item-mean)")
-    p.add_argument("--workers", type=int, default=1, help="runs in parallel, each in its own process")
     p.add_argument("--results-dir", default=None, help="default: results/frontier/<dataset>; its runs are reused")
+    _scheduler(p, "runs at a time: each in its own process, or the local cluster's workers")
     p.set_defaults(func=_frontier)
     p = sub.add_parser("demo", help="the reproduction report at quick settings on the built-in synthetic stream")
     p.add_argument("--results-dir", default="results/demo")
@@ -220,11 +261,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.command_line = "python -m autoemb_core " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
-        args.func(args)
+        code = args.func(args)
+        return code if isinstance(code, int) else 0  # compare and sweep: 1 when a run failed
     except (DataError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ class Config:
     checkpoint_every: int | None = None  # batches between checkpoints; None: about every checkpoint_minutes
     checkpoint_minutes: float = 5.0
     resume: bool = False  # continue from checkpoint_dir's checkpoint of this run, if there is one
+    threads: int | None = None  # torch's CPU threads for the run (saved with it); None: as the process has them
     tuned: dict = field(default_factory=dict)  # {task: {method: {setting: value}}}, from a params file
     explicit: tuple[str, ...] = ()  # settings given explicitly: a tuned value never overrides them
     params_file: str | None = field(default=None, repr=False)
@@ -206,7 +207,7 @@ class Config:
             raise DataError(f"memory_penalty must be >= 0, got {self.memory_penalty!r}", self.params_file)
         if not self.embedding_l2 >= 0:
             raise DataError(f"embedding_l2 must be >= 0, got {self.embedding_l2!r}", self.params_file)
-        for name in ("grad_clip", "checkpoint_every", "table_lr"):
+        for name in ("grad_clip", "checkpoint_every", "table_lr", "threads"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise DataError(f"{name} must be > 0 or null, got {getattr(self, name)!r}", self.params_file)
         if self.xi is not None and self.xi < 0:
@@ -236,9 +237,10 @@ class Config:
                                     hint=f"tunable settings: {', '.join(TUNABLE)}")
 
     # where a run's data, results and checkpoints are, and how it is watched: not part of what it computes
-    # (the data itself is compared by its fingerprint or size)
+    # (the data itself is compared by its fingerprint or size; the thread count can change the last bits of a
+    # sum, so a run is bit for bit only at the same count, but what it computes is the same)
     BOOKKEEPING = ("progress", "data_dir", "results_dir", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
-                   "resume", "device", "tuned", "explicit")
+                   "resume", "device", "threads", "tuned", "explicit")
 
     def differences(self, other: dict) -> dict:
         """Settings that change what a run computes and differ from ``other`` (a :meth:`to_dict`)."""

@@ -13,6 +13,7 @@ drawn by :mod:`autoemb_core.plots`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import sweep
 from .atomic import atomic_write
 from .config import TABLE2, Config
 from .data import load_dataset
 from .interactions import DataError, Interactions
-from .train import RunResult, StreamingTrainer, run
+from .train import StreamingTrainer
 
 COMPARED = ("fse", "sam", "darts", "autoemb")  # the paper's four methods
 METRICS = {"regression": ("MSE", "online_loss"), "classification": ("CE", "online_loss")}
@@ -42,42 +44,57 @@ PAPER_TABLE2 = {
 }
 
 
+RUN_COLUMNS = ("dataset", "task", "method", "seed", "online_loss", "online_accuracy", "offline_loss", "offline_accuracy",
+               "samples_per_second", "seconds")
+
+
 def compare(base: Config, methods=TABLE2, tasks=("regression",), seeds=(0,), results_dir=None,
-            data: Interactions | None = None) -> pd.DataFrame:
+            data: Interactions | None = None, scheduler: str | None = None, workers: int = 1,
+            gpus_per_run: float = 0, reuse: bool = False, log=sys.stderr) -> pd.DataFrame:
     """Run every (task, method, seed) on ``base.dataset`` (loaded once, unless ``data`` is given); one row of
     metrics per run. Each run's full results are saved under ``results_dir/<task>-<method>-seed<seed>/`` if
-    given."""
+    given (and, with ``reuse``, a run saved there with the same settings is not run again). The runs go to
+    ``scheduler`` (:func:`autoemb_core.sweep.execute`; None: in this process). A run that fails is a row with
+    its ``error`` and no metrics, and the others go on."""
+    shipped = data is not None
     if data is None:
         data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
+    cells = sweep.grid(base, methods, tasks, seeds)
+    outcome = sweep.execute(cells, data, results_dir, scheduler, workers, gpus_per_run, reuse=reuse,
+                            ship_data=shipped, log=log)
     rows = []
-    for task in tasks:
-        for _, result in iter_runs(dataclasses.replace(base, task=task), methods, seeds, data, results_dir):
-            s = result.summary
-            rows.append({k: s[k] for k in ("dataset", "task", "method", "seed", "online_loss", "online_accuracy",
-                                           "offline_loss", "offline_accuracy", "samples_per_second", "seconds")})
-    return pd.DataFrame(rows)
+    for cell in cells:
+        s = outcome.summaries.get(cell.name)
+        if s is not None:
+            rows.append({k: s[k] for k in RUN_COLUMNS})
+        else:
+            rows.append({"dataset": data.name, "task": cell.cfg.task, "method": cell.cfg.method, "seed": cell.cfg.seed,
+                         "error": outcome.failed[cell.name].strip().splitlines()[-1]})
+    return pd.DataFrame(rows, columns=[*RUN_COLUMNS, *(("error",) if outcome.failed else ())])
 
 
 def iter_runs(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None, results_dir=None,
-              reuse: bool = False):
+              reuse: bool = False, scheduler: str | None = None, workers: int = 1, gpus_per_run: float = 0):
     """Run each (method, seed) with ``base``'s task on ``data`` (default: ``base``'s dataset, loaded once),
     yielding ``((method, seed), RunResult)``. With ``results_dir``, each run is also saved under
     ``results_dir/<task>-<method>-seed<seed>/``; with ``reuse``, a run already saved there with the same
-    settings (:meth:`RunResult.saved`) is loaded instead of run again."""
+    settings (:meth:`RunResult.saved`) is loaded instead of run again. With a ``scheduler``
+    or ``workers > 1`` (:func:`autoemb_core.sweep.execute`) the runs go there and need ``results_dir``; a failed
+    run raises after the others have finished."""
+    shipped = data is not None
     if data is None:
         data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
     elif base.max_interactions:
         data = data.head(base.max_interactions)
-    for method in methods:
-        for seed in seeds:
-            cfg = dataclasses.replace(base, method=method, seed=seed)
-            folder = None if results_dir is None else Path(results_dir) / f"{cfg.task}-{method}-seed{seed}"
-            result = RunResult.saved(folder, cfg, data) if reuse and folder is not None else None
-            if result is None:
-                result = run(cfg, data)
-                if folder is not None:
-                    result.save(folder)
-            yield (method, seed), result
+    if (scheduler is not None or workers > 1) and results_dir is None:
+        raise DataError("runs in other processes need a results folder to come back through",
+                        hint="give results_dir, or no scheduler and workers=1")
+    cells = sweep.grid(base, methods, [base.task], seeds)
+    outcome = sweep.execute(cells, data, results_dir, scheduler, workers, gpus_per_run, reuse=reuse, keep=True,
+                            ship_data=shipped)
+    outcome.raise_failures(results_dir)
+    for cell in cells:
+        yield (cell.cfg.method, cell.cfg.seed), outcome.result(cell, results_dir)
 
 
 def run_methods(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None,

@@ -2,29 +2,26 @@
 widths, the popularity rule at several thresholds (mixed storage), hard AutoEmb at several memory penalties and
 soft AutoEmb, on one stream; with the table, the Pareto set and the claims about hard AutoEmb.
 
-Every point runs in its own process (so that its ``peak_rss_bytes`` is its own), ``workers`` at a time, and a run
-saved under ``results_dir`` with the same settings is reused.
+Every point runs in its own process (so that its ``peak_rss_bytes`` is its own), ``workers`` at a time, or on a
+dask scheduler; a run saved under ``results_dir`` with the same settings is reused.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import experiments as ex
+from . import sweep
 from .config import Config
 from .interactions import Interactions
 from .stats import claim_row, paired_interval
-from .train import RunResult, StreamingTrainer, run
+from .train import RunResult, StreamingTrainer
 
 FSE_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 146)
 RULE_THRESHOLDS = ((8, 64), (64, 512), (512, 4096))
@@ -85,50 +82,23 @@ def point_config(base: Config, point: Point, seed: int) -> Config:
     return dataclasses.replace(base, **point.overrides, seed=seed, explicit=tuple(explicit))
 
 
-def _run_one(cfg: Config, data: Interactions, folder: str | None, threads: int) -> dict:
-    """One point in its own process: run, save, return its summary."""
-    torch.set_num_threads(threads)
-    result = run(dataclasses.replace(cfg, progress=False), data)
-    if folder is not None:
-        result.save(folder)
-    return result.summary
-
-
 def frontier(base: Config, data: Interactions, settings=None, seeds=(0,), results_dir=None, workers: int = 1,
-             reuse: bool = True, log=sys.stderr) -> pd.DataFrame:
+             reuse: bool = True, scheduler: str | None = None, log=sys.stderr) -> pd.DataFrame:
     """Run every point of ``settings`` (default :func:`points`) for every seed on ``data``; one row per run with
-    the family, setting, seed and :data:`SUMMARY_KEYS`. Runs saved under ``results_dir`` are reused. Each run
-    gets this process's torch threads shared among the ``workers``; a line per finished run goes to ``log``."""
+    the family, setting, seed and :data:`SUMMARY_KEYS`. Runs saved under ``results_dir`` are reused. Without a
+    ``scheduler`` each run has its own process, ``workers`` at a time, with this process's torch threads
+    shared among them; with one, the runs go there (:func:`autoemb_core.sweep.execute`; a dask worker's
+    ``peak_rss_bytes`` is then its peak over the runs it has made)."""
     settings = points() if settings is None else settings
-    jobs, rows = [], {}
-    for point in settings:
-        for seed in seeds:
-            cfg = point_config(base, point, seed)
-            folder = None if results_dir is None else str(Path(results_dir) / point.folder(cfg.task, seed))
-            saved = RunResult.saved(folder, cfg, data) if reuse and folder is not None else None
-            if saved is not None:
-                rows[(point, seed)] = saved.summary
-                if saved.summary.get("embedding_bytes") is None and not cfg.mixed:  # saved before memory was measured
-                    rows[(point, seed)] = {**saved.summary, **memory_after_one_batch(cfg, data)}
-            else:
-                jobs.append((point, seed, cfg, folder))
-    threads = max(1, torch.get_num_threads() // max(1, workers))
-    if jobs:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, max_tasks_per_child=1) as pool:
-            futures = {pool.submit(_run_one, cfg, data, folder, threads): (p, s) for p, s, cfg, folder in jobs}
-            for done, future in enumerate(as_completed(futures), start=1):
-                (point, seed) = futures[future]
-                try:
-                    summary = future.result()
-                except BrokenProcessPool:
-                    raise RuntimeError(f"the process running {point.name} seed {seed} ended abruptly (killed, or out "
-                                       f"of memory?); the finished runs are saved under {results_dir} and are "
-                                       "reused when the frontier is run again") from None
-                rows[(point, seed)] = summary
-                if log is not None:
-                    print(f"[{done}/{len(jobs)}] {point.name} seed {seed}: online loss {summary['online_loss']:.4f}, "
-                          f"{summary['embedding_bytes'] / 1e6:.2f} MB, {summary['seconds']:.0f} s", file=log, flush=True)
+    cells = {(p, s): sweep.Cell(p.folder(base.task, s), point_config(base, p, s)) for p in settings for s in seeds}
+    outcome = sweep.execute(cells.values(), data, results_dir, scheduler, workers, reuse=reuse, isolate=True, log=log)
+    outcome.raise_failures(results_dir)
+    rows = {}
+    for key, cell in cells.items():
+        summary = outcome.summaries[cell.name]
+        if summary.get("embedding_bytes") is None and not cell.cfg.mixed:  # saved before memory was measured
+            summary = {**summary, **memory_after_one_batch(cell.cfg, data)}
+        rows[key] = summary
     return pd.DataFrame([{"dataset": data.name, "task": base.task, "family": p.family, "setting": p.setting,
                           "point": p.name, "seed": s, **{k: rows[(p, s)].get(k) for k in SUMMARY_KEYS}}
                          for p in settings for s in seeds])

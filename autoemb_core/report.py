@@ -198,7 +198,9 @@ class ReportSettings:
     l2_grid: tuple = (0.0,)
     frontier: bool = False  # the memory frontier (hard selection), on the regression task
     frontier_points: tuple = ()  # its settings (frontier.Point); empty: frontier.points()
-    workers: int = 1  # the frontier's runs in parallel, each in its own process
+    workers: int = 1  # runs at a time: the local dask cluster's workers, or without a scheduler the frontier's processes
+    scheduler: str | None = None  # where the runs go (sweep.execute): None (this process), local or tcp://HOST:PORT
+    gpus_per_run: float = 0
     command: str = ""
 
     FIGURE1 = ("n_test", "n_validation", "train_sizes", "max_epochs", "patience", "l2_grid")
@@ -230,7 +232,8 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     for task in s.tasks:
         methods = list(dict.fromkeys([*s.methods, *(FIXED if task == fig1_task and s.figure1 else ())]))
         cfg = dataclasses.replace(base, task=task)
-        results[task] = dict(ex.iter_runs(cfg, methods, s.seeds, data, runs_dir, reuse=True))
+        results[task] = dict(ex.iter_runs(cfg, methods, s.seeds, data, runs_dir, reuse=True, scheduler=s.scheduler,
+                                          workers=s.workers, gpus_per_run=s.gpus_per_run))
     summaries = pd.DataFrame([{k: r.summary[k] for k in ("dataset", "task", "method", "seed", "online_loss",
                                                          "online_accuracy", "seconds")}
                               for by_task in results.values() for r in by_task.values()])
@@ -265,7 +268,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     memory = None
     if s.frontier:
         memory = memory_frontier(dataclasses.replace(base, task="regression"), data, s.frontier_points, s.seeds,
-                                 folder, s.workers)
+                                 folder, s.workers, s.scheduler)
         rows += fr.frontier_claims(memory["runs"])
         figures["memory_frontier"] = plots.frontier(memory["table"], "regression", f"Memory frontier on {dataset}")
     claims = claims_frame(rows)
@@ -285,10 +288,11 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     return claims
 
 
-def memory_frontier(base: Config, data: Interactions, points, seeds, folder: Path, workers: int = 1) -> dict:
+def memory_frontier(base: Config, data: Interactions, points, seeds, folder: Path, workers: int = 1,
+                    scheduler: str | None = None) -> dict:
     """:func:`frontier.frontier` with its runs under ``folder/runs`` (reused), and ``frontier_runs.csv`` and
     ``frontier.csv`` (the table) written into ``folder``."""
-    runs = fr.frontier(base, data, list(points) or None, seeds, Path(folder) / "runs", workers)
+    runs = fr.frontier(base, data, list(points) or None, seeds, Path(folder) / "runs", workers, scheduler=scheduler)
     table = fr.frontier_table(runs)
     ex.save_frame(runs, folder, "frontier_runs")
     ex.save_frame(table, folder, "frontier")
@@ -323,12 +327,12 @@ def frontier_markdown(table: pd.DataFrame) -> str:
 
 
 def frontier_report(base: Config, data: Interactions, points, seeds, folder, workers: int = 1,
-                    command: str = "") -> pd.DataFrame:
+                    command: str = "", scheduler: str | None = None) -> pd.DataFrame:
     """The memory frontier on its own: its runs, ``frontier.csv``, ``frontier_claims.csv``, the figure and
     ``FRONTIER.md`` in ``folder``; returns the claims."""
     began = datetime.datetime.now(datetime.timezone.utc)
     folder = Path(folder)
-    memory = memory_frontier(base, data, points, seeds, folder, workers)
+    memory = memory_frontier(base, data, points, seeds, folder, workers, scheduler)
     claims = claims_frame(fr.frontier_claims(memory["runs"]))
     ex.save_frame(claims[COLUMNS] if len(claims) else pd.DataFrame(columns=COLUMNS), folder, "frontier_claims")
     from . import plots

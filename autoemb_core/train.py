@@ -15,6 +15,7 @@ Every part touches only the embedding rows its batches use.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import platform
 import subprocess
@@ -685,9 +686,15 @@ def versions() -> dict:
 
 
 def run(cfg: Config, data: Interactions | None = None) -> RunResult:
-    """Load ``cfg.dataset`` (unless ``data`` is given) and stream it through ``cfg.method``."""
+    """Load ``cfg.dataset`` (unless ``data`` is given) and stream it through ``cfg.method`` with ``cfg.threads``
+    torch threads (restored afterwards); the count it ran with is saved in its config."""
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, max_interactions=cfg.max_interactions)
     elif cfg.max_interactions:
         data = data.head(cfg.max_interactions)
-    return StreamingTrainer(data, cfg).run()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cfg.threads or before)
+        return StreamingTrainer(data, dataclasses.replace(cfg, threads=torch.get_num_threads())).run()
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,7 @@ import pytest
 
 import autoemb_core as ae
 from autoemb_core import frontier as fr
+from autoemb_core import sweep
 from autoemb_core.__main__ import main as cli
 from autoemb_core.config import Config
 from autoemb_core.report import ReportSettings, report
@@ -122,14 +123,14 @@ def test_frontier_runs_each_point_in_its_own_process_and_reuses_saved_runs(tiny,
 
     def no_pool(*args, **kwargs):
         raise AssertionError("a saved run was run again")
-    monkeypatch.setattr(fr, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(sweep, "ProcessPoolExecutor", no_pool)
     again = fr.frontier(base, tiny, settings, (0, 1), tmp_path, workers=2, log=None)
     pd.testing.assert_frame_equal(first, again)
 
 
 def test_a_run_whose_process_dies_gives_a_clear_message(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(fr, "_run_one", _die)
-    with pytest.raises(RuntimeError, match="fse d=2 seed 0 ended abruptly.*reused"):
+    monkeypatch.setattr(sweep, "run_cell", _die)
+    with pytest.raises(RuntimeError, match="regression-fse-d2-seed0 ended abruptly.*reused"):
         fr.frontier(Config(**FAST), tiny, fr.points((2,), (), (), fresh=False, soft=False, floor=False), (0,), tmp_path, log=None)
 
 

@@ -9,6 +9,7 @@ import pytest
 import autoemb_core as ae
 from autoemb_core import experiments as ex
 from autoemb_core import report as rp
+from autoemb_core import sweep
 from autoemb_core.__main__ import main
 from autoemb_core.config import Config
 from autoemb_core.stats import NOT_REPRODUCED, REPRODUCED
@@ -115,7 +116,7 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
 
     def no_runs(*args, **kwargs):
         raise AssertionError("a finished run was run again")
-    monkeypatch.setattr(ex, "run", no_runs)
+    monkeypatch.setattr(sweep, "run", no_runs)
     monkeypatch.setattr(ex, "preliminary_study", no_runs)
     assert main(argv) == 0
     again = pd.read_csv(folder / "claims.csv", keep_default_na=False)
