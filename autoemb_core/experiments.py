@@ -69,7 +69,7 @@ def compare(base: Config, methods=TABLE2, tasks=("regression",), seeds=(0,), res
             rows.append({k: s[k] for k in RUN_COLUMNS})
         else:
             rows.append({"dataset": data.name, "task": cell.cfg.task, "method": cell.cfg.method, "seed": cell.cfg.seed,
-                         "error": outcome.failed[cell.name].strip().splitlines()[-1]})
+                         "error": sweep.error_line(outcome.failed[cell.name])})
     return pd.DataFrame(rows, columns=[*RUN_COLUMNS, *(("error",) if outcome.failed else ())])
 
 

@@ -60,9 +60,16 @@ class Outcome:
 
     def raise_failures(self, runs_dir=None) -> None:
         if self.failed:
-            listed = "\n".join(f"  {name}: {error.strip().splitlines()[-1]}" for name, error in self.failed.items())
+            listed = "\n".join(f"  {name}: {error_line(error)}" for name, error in self.failed.items())
             kept = f"; the finished cells are saved under {runs_dir} and are reused when run again" if runs_dir else ""
             raise RuntimeError(f"{len(self.failed)} of the sweep's cells failed{kept}:\n{listed}")
+
+
+def error_line(error: str) -> str:
+    """A traceback's last exception, on one line (with its hint, for the project's own errors)."""
+    lines = error.strip().splitlines()
+    last = max((i for i, line in enumerate(lines) if line and not line[0].isspace()), default=0)
+    return " ".join(line.strip() for line in lines[last:])
 
 
 def checkpoint_dir(runs_dir, name: str) -> Path:
@@ -152,7 +159,7 @@ def execute(cells, data: Interactions | None = None, runs_dir=None, scheduler: s
         else:
             outcome.failed[cell.name] = error
             counts["failed"] += 1
-            line = f"{cell.name} FAILED: {error.strip().splitlines()[-1]}"
+            line = f"{cell.name} FAILED: {error_line(error)}"
         bar.update(1)
         bar.set_postfix(counts, refresh=False)
         if not bar.disable:
