@@ -141,6 +141,18 @@ def _run_control(p) -> None:
                    help="torch CPU threads per run, saved with it (default: this process's; a dask worker's share)")
 
 
+def _grid(p, required: bool) -> None:
+    """The grid of sweep and report: dataset, methods, tasks and seeds (5, both tasks), and the shared settings."""
+    p.add_argument("--dataset", required=required, default=None, help="one of: " + ", ".join(dataset_names()))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--methods", nargs="+", default=list(TABLE2), choices=METHODS)
+    p.add_argument("--tasks", nargs="+", default=["regression", "classification"], choices=["regression", "classification"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
+    p.add_argument("--params", default=None)
+
+
 def _scheduler(p, workers_help: str = "cells at a time: the local cluster's worker processes") -> None:
     p.add_argument("--scheduler", default=None,
                    help="where the runs go: local (a dask cluster on this machine) or tcp://HOST:PORT; "
@@ -197,14 +209,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=_compare)
     p = sub.add_parser("sweep", help="compare's grid as resumable cells, on dask.distributed: a finished cell is "
                                      "skipped, a killed one resumes from its checkpoint, a failed one is reported")
-    p.add_argument("--dataset", default=None, help="one of: " + ", ".join(dataset_names()))
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--methods", nargs="+", default=list(TABLE2), choices=METHODS)
-    p.add_argument("--tasks", nargs="+", default=["regression", "classification"], choices=["regression", "classification"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--max-interactions", type=int, default=None)
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
-    p.add_argument("--params", default=None)
+    _grid(p, required=False)
     p.add_argument("--results-dir", required=True,
                    help="runs/<cell>/ (results), checkpoints/<cell>/ (while running), runs.csv, overall.md, table2.md; "
                         "on a cluster, a folder every worker sees")
@@ -213,14 +218,7 @@ def main(argv=None) -> int:
     _scheduler(p)
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="every claim of the paper, with its interval and verdict: REPORT.md, claims.csv")
-    p.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--methods", nargs="+", default=list(TABLE2), choices=METHODS)
-    p.add_argument("--tasks", nargs="+", default=["regression", "classification"], choices=["regression", "classification"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--max-interactions", type=int, default=None)
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
-    p.add_argument("--params", default=None)
+    _grid(p, required=True)
     p.add_argument("--results-dir", default=None, help="default: results/report/<dataset>; finished runs in it are reused")
     p.add_argument("--no-figure1", action="store_true", help="skip Figure 1's capacity study (many models)")
     p.add_argument("--train-sizes", nargs="+", type=int, default=[8, 32, 128],
