@@ -67,9 +67,9 @@ def cluster(tmp_path):
 
 def test_a_sweep_on_a_tcp_scheduler_matches_in_process_bit_for_bit_and_survives_a_killed_worker(cluster, tmp_path):
     address, client = cluster
-    base = Config(**FAST, checkpoint_every=3, max_interactions=6000)
+    base = Config(**FAST, checkpoint_every=3, max_interactions=20000)
     cells = sweep.grid(base, ["fse", "autoemb"], ["regression"], [0, 1])
-    data = load_dataset("synthetic-tiny", max_interactions=6000)
+    data = load_dataset("synthetic-tiny", max_interactions=20000)
     here = sweep.execute(cells, data, tmp_path / "here" / "runs", log=None)
     assert not here.failed and sorted(here.ran) == sorted(c.name for c in cells)
 
