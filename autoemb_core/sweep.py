@@ -83,10 +83,9 @@ def run_cell(cfg: Config, folder: str | None, checkpoints: str | None, data: Int
     """One cell, wherever it runs: its thread count applied (``cfg.threads``, or this worker's share of the
     cores), resumed from its checkpoint if one is there, its results saved into ``folder`` and its checkpoint
     then removed. Returns its summary, or its full result with ``keep``."""
-    threads = cfg.threads or _worker_threads()
-    cfg = dataclasses.replace(cfg, threads=threads, **({} if cfg.checkpoint_dir or checkpoints is None
-                                                        else {"checkpoint_dir": str(checkpoints)}),
-                              resume=bool(cfg.checkpoint_dir or checkpoints))
+    keep_checkpoints = cfg.checkpoint_dir or checkpoints
+    cfg = dataclasses.replace(cfg, threads=cfg.threads or _worker_threads(), checkpoint_dir=keep_checkpoints,
+                              resume=keep_checkpoints is not None)
     result = run(cfg, data)
     if folder is not None:
         result.save(folder)
@@ -169,13 +168,10 @@ def execute(cells, data: Interactions | None = None, runs_dir=None, scheduler: s
              None if runs_dir is None else str(checkpoint_dir(runs_dir, cell.name))) for cell in todo]
     if jobs and inline:
         for cell, folder, checkpoints in jobs:
-            counts["running"] = 1
-            bar.set_postfix(counts)
             try:
                 finished(cell, run_cell(cell.cfg, folder, checkpoints, data, keep=keep))
             except Exception:  # one failed cell is reported, the others go on
                 finished(cell, error=traceback.format_exc())
-        counts["running"] = 0
     elif jobs and scheduler is None:
         _in_pool(jobs, data, max(1, workers), finished, counts, bar, runs_dir)
     elif jobs:
