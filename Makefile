@@ -6,8 +6,14 @@ PY := $(VENV)/bin/python
 # The CPU build of torch 2.13.0; on a GPU machine use e.g. `make setup TORCH=torch` for the CUDA build.
 TORCH ?= torch==2.13.0
 RESULTS ?= results/demo
+# JupyterLab opens working copies of the notebooks, so that exploring never edits the committed ones (nbval's
+# references). LAB is git-ignored; a copy already there is kept (delete it for a fresh one).
+LAB ?= lab
+PORT ?= 8888
+# Jupyter refuses to start as root without --allow-root (containers, CI machines run as root).
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test browser-test lab clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -23,6 +29,19 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests notebooks --nbval
+
+# The explorer in headless Chromium (tests/browser): needs Debian's chromium and chromium-driver, which
+# .ci/run installs with apt-get; selenium comes from pip.
+browser-test: setup
+	$(PY) -m pip install --quiet "selenium>=4.20"
+	$(PY) -m pytest -m browser tests/browser -s
+
+lab: setup
+	@mkdir -p $(LAB)
+	@for nb in notebooks/0*.ipynb; do \
+		if [ -e "$(LAB)/$${nb#notebooks/}" ]; then echo "kept $(LAB)/$${nb#notebooks/} (delete it for a fresh copy)"; \
+		else cp "$$nb" "$(LAB)/"; echo "copied $$nb to $(LAB)/"; fi; done
+	$(VENV)/bin/jupyter lab --notebook-dir=$(LAB) --port=$(PORT) $(ROOT_FLAG) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -262,8 +263,21 @@ def main(argv=None) -> int:
         code = args.func(args)
         return code if isinstance(code, int) else 0  # compare and sweep: 1 when a run failed
     except (DataError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {in_flags(str(exc), sub.choices[args.command])}", file=sys.stderr)
         return 2
+
+
+def in_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """A message in the CLI's dialect: each setting it names as a keyword (``data_dir=<folder>``), or bare when
+    the name is an identifier (``results_dir``), that is a flag of this command becomes the flag
+    (``--data-dir <folder>``)."""
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and action.dest != "help":
+                message = re.sub(rf"\b{action.dest}=", flag + " ", message)
+                if "_" in action.dest:
+                    message = re.sub(rf"(?<![-/\w]){action.dest}\b(?![/=])", flag, message)
+    return message
 
 
 if __name__ == "__main__":

@@ -98,10 +98,10 @@ def iter_runs(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | N
 
 
 def run_methods(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None,
-                results_dir=None) -> dict:
+                results_dir=None, scheduler: str | None = None, workers: int = 1) -> dict:
     """:func:`iter_runs` kept in memory: ``{(method, seed): RunResult}``, for the per-sample (Figures 6, 7)
     and per-batch (Figure 8) studies."""
-    return dict(iter_runs(base, methods, seeds, data, results_dir))
+    return dict(iter_runs(base, methods, seeds, data, results_dir, scheduler=scheduler, workers=workers))
 
 
 def overall_table(runs: pd.DataFrame) -> pd.DataFrame:

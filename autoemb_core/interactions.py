@@ -1,12 +1,29 @@
 """The chronological interaction stream every loader returns, its labels, and the data error type."""
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 
-class DataError(ValueError):
+class ClearError(Exception):
+    """An error whose message already says what, where and what to do. In a notebook (and so in papermill's
+    output) IPython shows :meth:`_render_traceback_` instead of the traceback: the message with its hint, and
+    the two lines that matter, the cell's and the one that raised it. The whole traceback is still there:
+    ``traceback.print_exception(sys.last_value)``."""
+
+    def _render_traceback_(self) -> list[str]:
+        lines = [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+        frames = [f for f in traceback.extract_tb(self.__traceback__) if "IPython" not in Path(f.filename).parts]
+        for label, frame in zip(("cell", "raised by"), frames[:1] + frames[-1:] if len(frames) > 1 else frames):
+            where = f"line {frame.lineno}" if label == "cell" else f"{frame.filename}, line {frame.lineno}"
+            lines.append(f"  ({label}: {where}: {(frame.line or '').strip()})")
+        return lines
+
+
+class DataError(ClearError, ValueError):
     """Bad input data: says what was wrong, where (file, line) and what to do."""
 
     def __init__(self, reason: str, path=None, line: int | None = None, hint: str | None = None):

@@ -46,10 +46,20 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _split(value):
-    """A comma-separated string as a list (``-p methods fse,autoemb``), a scalar string as one item."""
+def _listed(name, value, scalar=(int, float, str)):
+    """A list parameter as a list: a list as it is; ``"[0, 1]"`` (a YAML or JSON list) parsed; ``"fse,autoemb"``
+    split at its commas; a single value (``-p seeds 0``) as a one-item list."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise _bad(name, value, f"not a YAML or JSON list ({str(exc).splitlines()[0]})",
+                       f"e.g. -p {name} '[0, 1, 2]'") from None
+        return value
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, scalar) and not isinstance(value, bool):
+        return [value]
     return value
 
 
@@ -65,7 +75,7 @@ def choice(*allowed) -> Callable:
 
 def names_from(allowed) -> Callable:
     def check(name, value):
-        items = _split(value)
+        items = _listed(name, value, scalar=str)
         if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) for v in items):
             raise _bad(name, value, "expected a non-empty list of names",
                        f"e.g. -y '{name}: [{allowed[0]}, {allowed[-1]}]' or -p {name} {allowed[0]},{allowed[-1]}")
@@ -78,7 +88,7 @@ def names_from(allowed) -> Callable:
 
 def int_list(minimum: int = 0, increasing: bool = False) -> Callable:
     def check(name, value):
-        items = _parsed(value, int)
+        items = _parsed(name, value, int)
         if not isinstance(items, (list, tuple)) or not items or not all(_is_int(v) and v >= minimum for v in items):
             raise _bad(name, value, f"expected a non-empty list of integers >= {minimum}",
                        f"e.g. -y '{name}: [0, 1, 2]' or -p {name} 0,1,2")
@@ -119,18 +129,19 @@ def dataset_name(name, value):
     return value
 
 
-def _parsed(value, kind):
-    """A comma-separated string as a list of ``kind`` (the string itself where it does not parse)."""
-    if isinstance(value, str):
+def _parsed(name, value, kind):
+    """:func:`_listed`, with the items of a comma-separated string read as ``kind`` (kept as strings where they
+    do not parse, for the check to refuse)."""
+    if isinstance(value, str) and not value.strip().startswith("["):
         try:
-            return [kind(v) for v in _split(value)]
+            return [kind(v) for v in _listed(name, value)]
         except ValueError:
             return value
-    return value
+    return _listed(name, value, scalar=(int, float))
 
 
 def float_list(name, value):
-    items = _parsed(value, float)
+    items = _parsed(name, value, float)
     if not isinstance(items, (list, tuple)) or not items or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in items):
         raise _bad(name, value, "expected a non-empty list of numbers >= 0", f"e.g. -y '{name}: [0.0, 0.1]'")
@@ -138,8 +149,14 @@ def float_list(name, value):
 
 
 def threshold_pairs(name, value):
-    """A list of increasing threshold lists, one per point; a string ``8,64;64,512`` is read as two."""
-    items = [_split(part) for part in value.split(";")] if isinstance(value, str) else value
+    """A list of increasing threshold lists, one per point; a string ``8,64;64,512`` is read as two, a YAML or
+    JSON string as its list, and a flat list of numbers (or one number) as one point."""
+    if isinstance(value, str) and not value.strip().startswith("["):
+        items = [[part.strip() for part in point.split(",") if part.strip()] for point in value.split(";")]
+    else:
+        items = _listed(name, value, scalar=int)
+        if isinstance(items, list) and items and all(_is_int(x) for x in items):
+            items = [items]
     try:
         pairs = [[int(x) for x in item] for item in items]
     except (TypeError, ValueError):
@@ -148,6 +165,14 @@ def threshold_pairs(name, value):
         raise _bad(name, value, "expected a non-empty list of increasing positive thresholds per point",
                    f"e.g. -y '{name}: [[8, 64], [64, 512]]' or -p {name} '8,64;64,512'")
     return pairs
+
+
+def scheduler_address(name, value):
+    """None (this kernel), ``local`` or a ``tcp://`` address: see :func:`autoemb_core.sweep.execute`."""
+    if value is None or value == "local" or (isinstance(value, str) and value.startswith("tcp://")):
+        return value
+    raise _bad(name, value, "expected None, 'local' or a 'tcp://HOST:PORT' address",
+               f"e.g. -p {name} local -p workers 2, or -p {name} tcp://10.0.0.5:8786")
 
 
 @dataclass(frozen=True)
@@ -160,7 +185,8 @@ class Knob:
     config: bool = False  # passed into Config under the same name (and may come from params/<dataset>.yaml)
 
 
-def _common(task: Knob, methods: list, seeds: list, max_interactions, folder: str, allowed=METHODS) -> dict:
+def _common(task: Knob, methods: list, seeds: list, max_interactions, folder: str, allowed=METHODS,
+            workers: int = 1) -> dict:
     return {
         "dataset": Knob(DEFAULT_DATASET, dataset_name, "dataset name; its defaults come from params/<dataset>.yaml"),
         "data_dir": Knob(None, path_or_none, "folder holding <dataset>/; None: params/<dataset>.yaml's, "
@@ -171,6 +197,9 @@ def _common(task: Knob, methods: list, seeds: list, max_interactions, folder: st
         "max_interactions": Knob(max_interactions, positive_int(optional=True),
                                  "keep the first N interactions in time; None: all", config=True),
         "device": Knob("auto", choice("auto", "cpu", "cuda"), "cuda where there is one, else cpu", config=True),
+        "scheduler": Knob(None, scheduler_address, "None: the runs one after another in this kernel; 'local': a "
+                          "dask cluster of `workers` processes here; 'tcp://HOST:PORT': an existing dask scheduler"),
+        "workers": Knob(workers, positive_int(), "runs at a time (in processes of their own, or local dask workers)"),
         "results_dir": Knob(f"results/{{dataset}}/{folder}", path_or_none,
                             "where tables and figures go; relative to the repository root; {dataset} is replaced"),
     }
@@ -204,13 +233,13 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
                                    config=True),
     },
     "memory": {
-        **{k: v for k, v in _common(_ONE_TASK, ["fse"], [0, 1], 20_000, "05_memory").items() if k != "methods"},
+        **{k: v for k, v in _common(_ONE_TASK, ["fse"], [0, 1], 20_000, "05_memory", workers=2).items()
+           if k != "methods"},
         "fse_widths": Knob([2, 16, 128, 146], int_list(1, increasing=True), "FSE's widths, one point each"),
         "thresholds": Knob([[8, 64]], threshold_pairs, "the popularity rule's thresholds (mixed storage), one "
                            "point per list"),
         "penalties": Knob([0.0, 0.1], float_list, "hard AutoEmb's memory penalties, one point each"),
         "soft": Knob(True, choice(True, False), "also soft AutoEmb"),
-        "workers": Knob(2, positive_int(), "runs in parallel, each in its own process"),
     },
     "data_efficiency": {
         **_common(_ONE_TASK, FOUR, [0, 1], 50_000, "04_data_efficiency"),

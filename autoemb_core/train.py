@@ -34,7 +34,7 @@ from . import checkpoint
 from .atomic import atomic_folder, atomic_write, write_json_atomic
 from .config import Config
 from .data import load_dataset
-from .interactions import Interactions, binary_label, class_label
+from .interactions import ClearError, Interactions, binary_label, class_label
 from .model import DLRS, SIDES, SparseRows, loss_and_correct, optimizer_step, torch_optimizer_state
 from .reference import make_reference
 from .mixed import MixedRows
@@ -111,7 +111,7 @@ class RunResult:
         return cls.load(folder) if same else None
 
 
-class NumericsError(RuntimeError):
+class NumericsError(ClearError, RuntimeError):
     """A loss or gradient went NaN or infinite; the run stopped before applying it."""
 
 

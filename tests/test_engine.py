@@ -1,5 +1,6 @@
 """The engine: hypergradients against numerical derivatives, what trains on what, causality, sparsity,
 the popularity and context tables, and every method end to end."""
+import argparse
 import copy
 import json
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import autoemb_core as ae
-from autoemb_core.__main__ import main as cli
+from autoemb_core.__main__ import in_flags, main as cli
 from autoemb_core.config import BILEVEL, METHODS, SELECTING, Config
 from autoemb_core.model import SIDES, controller_features, loss_and_correct
 from autoemb_core.train import StreamingTrainer, run
@@ -333,6 +334,19 @@ def test_cli_bad_arguments_get_a_clear_message(tmp_path, capsys):
     bad.write_text("learning_rate: 0.1\n")
     assert cli(["run", "--params", str(bad)]) == 2
     assert "unknown setting" in capsys.readouterr().err
+
+
+def test_cli_hints_name_the_flags_not_the_keywords(tmp_path, capsys):
+    assert cli(["summary", "--dataset", "ml-100k", "--data-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --data-dir <folder holding u.data>" in err and "data_dir=" not in err
+    assert "for dataset 'ml-100k'" in err  # an English word that is also a flag stays a word
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results-dir")
+    parser.add_argument("--data-dir")
+    assert in_flags("give results_dir, or set data_dir=x; DIR/results_dir/ stays", parser) == \
+        "give --results-dir, or set --data-dir x; DIR/results_dir/ stays"
+    assert in_flags("use another checkpoint_dir", parser) == "use another checkpoint_dir"  # not this command's
 
 
 def test_evaluate_scores_held_out_pairs_without_training(tiny):

@@ -283,6 +283,7 @@ def test_a_params_file_given_with_f_is_accepted():
 def test_strings_and_data_dirs_are_resolved(tmp_path, monkeypatch):
     setup = nbparams.notebook_setup("overall", {"methods": "fse,autoemb", "seeds": "3, 4"})
     assert setup.methods == ["fse", "autoemb"] and setup.seeds == [3, 4]
+    assert setup.scheduler is None and setup.workers == 1
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine").mkdir()
     assert nbparams.notebook_setup("overall", {"data_dir": "mine"}).config.data_dir == str(tmp_path / "mine")
@@ -291,11 +292,43 @@ def test_strings_and_data_dirs_are_resolved(tmp_path, monkeypatch):
     assert nbparams.notebook_setup("overall", {"results_dir": "out"}).results_dir == ROOT / "out"
 
 
+@pytest.mark.parametrize("notebook, name, given, expected", [
+    ("overall", "seeds", 0, [0]),  # -p seeds 0: papermill injects an int
+    ("overall", "seeds", "[0]", [0]),  # -p seeds "[0]": a string holding a YAML or JSON list
+    ("overall", "seeds", "[3, 4]", [3, 4]),
+    ("overall", "seeds", "5", [5]),
+    ("overall", "methods", "fse", ["fse"]),
+    ("overall", "methods", '["fse", "autoemb"]', ["fse", "autoemb"]),
+    ("overall", "methods", "[fse, autoemb]", ["fse", "autoemb"]),
+    ("preliminary", "train_sizes", 4, [4]),
+    ("preliminary", "train_sizes", "[2, 8]", [2, 8]),
+    ("memory", "fse_widths", 16, [16]),
+    ("memory", "penalties", 0.1, [0.1]),
+    ("memory", "penalties", 0, [0.0]),
+    ("memory", "penalties", "[0, 0.5]", [0.0, 0.5]),
+    ("memory", "thresholds", 8, [[8]]),
+    ("memory", "thresholds", [16, 128], [[16, 128]]),
+    ("memory", "thresholds", "[[8, 64], [16, 128]]", [[8, 64], [16, 128]]),
+    ("memory", "thresholds", "[16, 128]", [[16, 128]]),
+    ("memory", "thresholds", "8,64;16", [[8, 64], [16]]),
+    ("overall", "scheduler", "local", "local"),
+    ("overall", "scheduler", "tcp://127.0.0.1:8786", "tcp://127.0.0.1:8786"),
+])
+def test_every_list_parameter_takes_one_value_or_a_yaml_list(notebook, name, given, expected):
+    setup = nbparams.notebook_setup(notebook, {name: given})
+    assert getattr(setup, name) == expected and setup.sources[name] == "given"
+
+
 @pytest.mark.parametrize("values, words", [
     ({"dataset": "netflx"}, "unknown dataset \\(did you mean 'netflix'\\?\\)"),
     ({"datset": "netflix"}, "unknown parameter.*'datset' \\(did you mean 'dataset'\\?\\)"),
     ({"seed": 1}, "cannot be set.*\n.*use seeds"),
-    ({"seeds": 3}, "seeds=3: expected a non-empty list of integers"),
+    ({"seeds": 2.5}, "seeds=2.5: expected a non-empty list of integers"),
+    ({"seeds": "[0, 1"}, "seeds='\\[0, 1': not a YAML or JSON list"),
+    ({"seeds": "[]"}, "non-empty list"),
+    ({"methods": "[fse, 1]"}, "non-empty list of names"),
+    ({"scheduler": "locl"}, "expected None, 'local' or a 'tcp://HOST:PORT' address"),
+    ({"workers": 0}, "workers=0: expected a positive integer"),
     ({"seeds": [0, 0]}, "distinct"),
     ({"methods": ["autoemb", "fixed-3"]}, "unknown or repeated \\['fixed-3'\\]"),
     ({"methods": []}, "non-empty list"),

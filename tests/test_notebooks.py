@@ -2,7 +2,11 @@
 headless runs with papermill on another dataset, including the failures a user can cause."""
 import ast
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -142,3 +146,26 @@ def test_notebooks_take_checkpoint_parameters_and_resume(tmp_path, netflix_dir):
         first, second = (json.loads((tmp_path / d / "runs" / f"regression-{method}-seed0" / "summary.json").read_text())
                          for d in ("a", "b"))
         assert first["resumed_from_batch"] is None and second["resumed_from_batch"] > 0
+
+
+def test_a_headless_run_reports_progress_and_a_local_cluster_runs_the_cells(tmp_path, netflix_dir):
+    """``papermill --log-output`` shows each run's progress lines (start, rate and time left, end); the same
+    notebook on ``scheduler=local`` gives the same figure data as in the kernel."""
+    out = tmp_path / "out.ipynb"
+    common = ["-p", "dataset", "netflix", "-p", "data_dir", str(netflix_dir), "-p", "methods", "fse,autoemb",
+              "-p", "seeds", "0", "-p", "threads", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / FILES["data_efficiency"]), str(out),
+         "-k", "python3", "--cwd", str(tmp_path), "--log-output", "--no-progress-bar", *common,
+         "-p", "results_dir", str(tmp_path / "kernel")],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if "[autoemb]" in line]
+    for method in ("fse", "autoemb"):
+        assert any(f"[autoemb] {method} regression seed 0: started," in line for line in lines), lines
+        assert any(re.search(rf"\[autoemb\] {method} regression seed 0: done, [\d,]+ int in \d+:\d\d:\d\d", line)
+                   for line in lines), lines
+    papermill("data_efficiency", tmp_path, dataset="netflix", data_dir=str(netflix_dir), methods=["fse", "autoemb"],
+              seeds=[0], threads=1, scheduler="local", workers=2, results_dir=str(tmp_path / "cluster"))
+    kernel, cluster = (pd.read_csv(tmp_path / d / "figure8_offline.csv") for d in ("kernel", "cluster"))
+    pd.testing.assert_frame_equal(kernel, cluster)

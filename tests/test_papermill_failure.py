@@ -53,6 +53,11 @@ def test_a_bad_value_fails_the_setup_cell_and_the_command(tmp_path):
     error = failed_cell(out, SETUP_CELL, r"parameter task='regresion': not allowed \(did you mean 'regression'\?\)")
     assert "choose one of 'regression', 'classification', 'both'" in error.evalue  # the hint
     assert "did you mean 'regression'" in done.stderr  # the command says it too
+    # the cell shows the message, its hint and two lines of where, not IPython's 40-line traceback
+    shown = "\n".join(error.traceback)
+    assert len(shown.splitlines()) == 4 and "Traceback" not in shown and "---------" not in shown, shown
+    assert "DataError" in shown and "choose one of" in shown and "cell: line 1: setup = nbparams" in shown
+    assert re.search(r"raised by: .*autoemb_core/nbparams\.py, line \d+", shown), shown
 
 
 def test_a_missing_data_folder_fails_the_loading_cell(tmp_path):
