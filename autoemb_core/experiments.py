@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import sweep
 from .atomic import atomic_write
 from .config import TABLE2, Config
 from .data import load_dataset
 from .interactions import DataError, Interactions
+from .progress import Bar
 from .train import StreamingTrainer
 
 COMPARED = ("fse", "sam", "darts", "autoemb")  # the paper's four methods
@@ -281,8 +281,8 @@ def preliminary_study(base: Config, data: Interactions, methods=("fixed-2", "fix
     best validation loss is scored on their test ratings (the same budget for every dimension). One row per
     (seed, x, dimension)."""
     rows = []
-    bar = tqdm(total=len(seeds) * len(train_sizes) * len(methods) * len(l2_grid), disable=not base.progress,
-               desc="models")
+    bar = Bar(len(seeds) * len(train_sizes) * len(methods) * len(l2_grid), "Figure 1 models", "models",
+              disable=not base.progress)
     for seed in seeds:
         split = preliminary_split(data, n_test, train_sizes, seed, n_validation)
         for x in split.train:

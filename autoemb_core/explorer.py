@@ -1,10 +1,12 @@
-"""The controller-weights explorer (notebook 03): widgets that redraw the selection weights for a
-popularity range, users or items, a method, and a point in the stream.
+"""The controller-weights explorer (notebook 03): widgets that redraw the selection weights against
+popularity, for users or items, a method, a popularity range and a point in the stream.
 
 The logic is plain: :meth:`WeightsExplorer.update` reads the widgets into :attr:`~WeightsExplorer.state`,
-selects the records with :func:`autoemb_core.experiments.select_weights` into
-:attr:`~WeightsExplorer.selection`, and (with ``draw=True``) redraws :func:`autoemb_core.plots.weight_distribution`
-into an ``Output`` widget. Tests set ``widget.value`` and check ``state`` and ``selection``, no browser needed.
+selects the records with :func:`autoemb_core.experiments.select_weights` (every popularity into
+:attr:`~WeightsExplorer.context`, the chosen range into :attr:`~WeightsExplorer.selection`), and (with
+``draw=True``) redraws :func:`autoemb_core.plots.weights_against_popularity` into an ``Output`` widget, as SVG
+with its text kept as text, so that a browser test can read the title it drew. Tests set ``widget.value`` and
+check ``state`` and ``selection``; ``tests/browser`` drives the same widgets in Chromium.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import clear_output, display
+from IPython.display import SVG, clear_output, display
 
 from . import plots
 from .experiments import NAMES, mean_weights, select_weights
@@ -42,25 +44,30 @@ class WeightsExplorer:
         seen = sorted(int(s) for s in records["seen"].unique())
         self.window = window or max(1, int(np.ceil(seen[-1] / 10)))
         stops = popularity_stops(records)
+        label = {"style": {"description_width": "90px"}}  # one label column, close to its control
+        wide = widgets.Layout(width="720px")
         self.controls = {
             "method": widgets.Dropdown(options=[(NAMES[m], m) for m in methods], value=methods[0],
-                                       description="method"),
+                                       description="method", **label),
             "side": widgets.ToggleButtons(options=[("users", "user"), ("items", "item")], value="user",
-                                          description="ids"),
+                                          description="ids", **label),
             "popularity": widgets.SelectionRangeSlider(options=[(f"{s:,}", s) for s in stops],
                                                        index=(0, len(stops) - 1), description="popularity",
-                                                       continuous_update=False),
+                                                       continuous_update=False, layout=wide, **label),
             "seen": widgets.SelectionSlider(options=[(f"{s:,}", s) for s in seen], value=seen[-1],
-                                            description="stream at", continuous_update=False),
+                                            description="stream at", continuous_update=False, layout=wide, **label),
         }
+        for name, control in self.controls.items():
+            control.add_class(f"autoemb-{name}")  # for the browser test's selectors
         self.output = widgets.Output()
         self.state: dict = {}
-        self.selection = pd.DataFrame()
+        self.context = self.selection = pd.DataFrame()
         self.summary = pd.DataFrame()
         for control in self.controls.values():
             control.observe(self.update, names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.controls["method"], self.controls["side"]]),
-                                    self.controls["popularity"], self.controls["seen"], self.output])
+        self.widget = widgets.VBox([self.controls["method"], self.controls["side"], self.controls["popularity"],
+                                    self.controls["seen"], self.output])
+        self.widget.add_class("autoemb-explorer")
         self.update()
 
     def update(self, *_) -> None:
@@ -69,13 +76,15 @@ class WeightsExplorer:
         self.state = {"method": self.controls["method"].value, "side": self.controls["side"].value,
                       "popularity": (int(lo), int(hi)), "seen": int(self.controls["seen"].value),
                       "window": self.window}
-        self.selection = select_weights(self.records, **self.state)
+        s = self.state
+        self.context = select_weights(self.records, s["method"], s["side"], seen=s["seen"], window=s["window"])
+        self.selection = select_weights(self.context, popularity=s["popularity"])
         self.summary = mean_weights(self.selection.assign(all="all"), by=["all"]) if len(self.selection) else pd.DataFrame()
         if self.draw:
             with self.output:
                 clear_output(wait=True)
-                fig = plots.weight_distribution(self.selection, self.title())
-                display(fig)
+                fig = plots.weights_against_popularity(self.context, s["popularity"], self.title())
+                display(SVG(plots.svg_with_text(fig)))
                 plt.close(fig)
 
     def title(self) -> str:

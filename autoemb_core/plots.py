@@ -5,10 +5,12 @@ PNG and SVG. Styles are applied in a context, so importing this module changes n
 """
 from __future__ import annotations
 
+import io
 from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -63,47 +65,109 @@ def save(fig, folder, name: str) -> list[Path]:
     return paths
 
 
-def _metric_panels(task: str, suptitle: str, xlabel: str, draw, size=(11, 3.8), legend_title=None):
-    """Two panels, (a) the task's loss and (b) accuracy; ``draw(ax, column)`` plots one of them."""
+METRICS = (("loss", None), ("accuracy", "Accuracy"))
+
+
+MARKERS = "osD^vPX*"
+DASHES = ["", (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25), (5, 1, 1, 1), (2, 2), (6, 2), (1, 2)]
+
+
+def _palette(order: list[str]) -> dict:
+    """One colour per method (or dimension), the same in every panel: seaborn's colorblind palette, with its
+    vermilion (too close to its orange) moved after its purple."""
+    colors = sns.color_palette("colorblind", 10)
+    return dict(zip(order, [colors[i] for i in (0, 1, 2, 4, 3, 5, 6, 7, 8, 9)] * (1 + len(order) // 10)))
+
+
+def difference_from(frame: pd.DataFrame, reference: str, column: str, keys) -> pd.DataFrame:
+    """Each other method's ``column`` minus the ``reference`` method's at the same seed and ``keys``, as
+    ``difference``: in percent of the reference for the loss, in percentage points for accuracy."""
+    base = frame[frame["method"] == reference].set_index(["seed", *keys])[column].rename("reference")
+    other = frame[frame["method"] != reference].join(base, on=["seed", *keys])
+    change = other[column] - other["reference"]
+    return other.assign(difference=100 * (change / other["reference"] if column == "loss" else change))
+
+
+def svg_with_text(fig) -> str:
+    """``fig`` as SVG whose text stays text (readable in the page, by a browser test too), not glyph paths."""
+    buffer = io.StringIO()
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _metric_panels(frame: pd.DataFrame, order: list[str], task: str, suptitle: str, xlabel: str, draw, keys,
+                   reference: str | None = None, legend_title=None):
+    """(a) the task's loss and (b) accuracy, ``draw(ax, column, frame, hue_order, palette)`` plotting each; with
+    a ``reference`` among several methods, a second row draws every other method's difference from it, paired
+    by seed, with a band of ± one standard deviation over seeds: lines within a few percent of each other are
+    told apart there, not in the first row."""
+    palette = _palette(order)
+    others = [m for m in order if m != reference]
+    rows = 2 if reference in order and others else 1
     with _style():
-        fig, axes = plt.subplots(1, 2, figsize=size)
-        for ax, letter, (column, label) in zip(axes, "ab", (("loss", loss_name(task)), ("accuracy", "Accuracy"))):
-            draw(ax, column)
-            ax.set(xlabel=xlabel, ylabel=label, title=f"({letter}) {label}")
+        fig, axes = plt.subplots(rows, 2, figsize=(11, 3.7 * rows), squeeze=False)
+        for k, (column, label) in enumerate(METRICS):
+            label = label or loss_name(task)
+            ax = axes[0, k]
+            draw(ax, column, frame, order, palette)
+            ax.set(xlabel=xlabel, ylabel=label, title=f"({'ab'[k]}) {label}")
             ax.legend(title=legend_title)
+            if rows == 2:
+                ax = axes[1, k]
+                change = difference_from(frame, reference, column, keys)
+                draw(ax, "difference", change, others, palette)
+                ax.axhline(0, color=palette[reference], linewidth=1.5, label=f"{reference} (reference)")
+                unit = "%" if column == "loss" else "points"
+                ax.set(xlabel=xlabel, ylabel=f"{label} − {reference} ({unit})",
+                       title=f"({'cd'[k]}) {label}, difference from {reference}"
+                             + (" (band: ± sd over seeds)" if frame["seed"].nunique() > 1 else ""))
+                ax.legend(title=legend_title)
         fig.suptitle(suptitle)
         fig.tight_layout()
     return fig
 
 
+def _lines(x: str, log2: bool = False, numeric: bool = True):
+    """A ``draw`` for :func:`_metric_panels`: one line per hue with its own marker and dash, so that lines that
+    coincide stay visible, and a band of ± one standard deviation over seeds."""
+    def draw(ax, column, frame, order, palette):
+        styles = {name: k for k, name in enumerate(palette)}  # by the method's place in the first row
+        sns.lineplot(frame, x=x, y=column, hue="method", hue_order=order, style="method", style_order=order,
+                     markers={m: MARKERS[styles[m] % len(MARKERS)] for m in order},
+                     dashes={m: DASHES[styles[m] % len(DASHES)] for m in order}, palette=palette,
+                     errorbar=_spread(frame), err_style="band", sort=numeric, markersize=6, linewidth=1.4,
+                     alpha=0.9, ax=ax)
+        if not numeric:
+            ax.tick_params(axis="x", labelrotation=45)
+        if log2:
+            ax.set_xscale("log", base=2)
+    return draw
+
+
 def preliminary(study: pd.DataFrame, task: str = "regression"):
     """Figure 1: test loss and accuracy against x, the training ratings per user, one line per dimension."""
-    frame = study.assign(dimension=study["dimension"].map(lambda d: f"d = {d}"))
-    hue_order = [f"d = {d}" for d in sorted(study["dimension"].unique())]
+    frame = study.assign(method=study["dimension"].map(lambda d: f"d = {d}"))
+    order = [f"d = {d}" for d in sorted(study["dimension"].unique())]
     sizes = sorted(frame["train_size"].unique())
 
-    def draw(ax, column):
-        sns.lineplot(frame, x="train_size", y=column, hue="dimension", hue_order=hue_order, style="dimension",
-                     style_order=hue_order, markers=True, dashes=False, errorbar=_spread(frame), ax=ax)
-        ax.set_xscale("log", base=2)
+    def draw(ax, column, part, hue_order, palette):
+        _lines("train_size", log2=True)(ax, column, part, hue_order, palette)
         ax.set_xticks(sizes, [str(x) for x in sizes])
 
-    return _metric_panels(task, "Figure 1: Impact of embedding dimensionality on recommendations",
-                          "x (training ratings per user)", draw, size=(10, 3.8), legend_title="embedding")
+    return _metric_panels(frame, order, task, "Figure 1: Impact of embedding dimensionality on recommendations",
+                          "x (training ratings per user)", draw, ["train_size"], legend_title="embedding")
 
 
-def popularity(metrics: pd.DataFrame, side: str = "user", title: str | None = None):
-    """Figure 6: online loss and accuracy per popularity bucket, one line per method."""
+def popularity(metrics: pd.DataFrame, side: str = "user", title: str | None = None, reference: str = "fse"):
+    """Figure 6: online loss and accuracy per popularity bucket, one line per method, and each method's
+    difference from ``reference`` (FSE) per bucket."""
     frame, order = _methods(metrics)
-
-    def draw(ax, column):
-        sns.pointplot(frame, x="bucket", y=column, hue="method", hue_order=order, errorbar=_spread(frame),
-                      dodge=0.3, markersize=4, linewidth=1.2, ax=ax)
-        ax.tick_params(axis="x", labelrotation=45)
-
-    return _metric_panels(_task(metrics),
+    frame = frame.assign(bucket=frame["bucket"].astype(str))
+    return _metric_panels(frame, order, _task(metrics),
                           title or f"Figure 6: Performance with different popularities (online stage, {SIDE_WORDS[side]})",
-                          f"popularity ({side} interactions before the batch)", draw)
+                          f"popularity ({side} interactions before the batch)", _lines("bucket", numeric=False),
+                          ["bucket"], reference=NAMES.get(reference, reference))
 
 
 def popularity_advantage(claims: pd.DataFrame):
@@ -136,53 +200,89 @@ def popularity_advantage(claims: pd.DataFrame):
 
 
 def weights_by_popularity(selection: pd.DataFrame, method: str = "autoemb", side: str = "user"):
-    """Figure 7: the distribution of the selection weights on each dimension, per popularity bucket."""
-    frame = selection.assign(dimension=selection["dimension"].map(lambda d: f"d = {d}"))
-    hue_order = [f"d = {d}" for d in sorted(selection["dimension"].unique())]
+    """Figure 7: each dimension's selection weight per popularity bucket, the mean over the recorded ids with a
+    band from their 25th to 75th percentile, on a log scale: weights near 0 stay readable beside weights near 1."""
     with _style():
         fig, ax = plt.subplots(figsize=(11, 3.8))
         if selection.empty:
             _nothing(ax)
         else:
-            sns.boxplot(frame, x="bucket", y="weight", hue="dimension", hue_order=hue_order, showfliers=False,
-                        palette="viridis", ax=ax)
+            frame = selection.assign(bucket=selection["bucket"].astype(str))
+            buckets = list(dict.fromkeys(frame.sort_values("popularity")["bucket"]))
+            names = {d: f"d = {d}" for d in sorted(frame["dimension"].unique())}
+            palette = _palette(list(names.values()))
+            stats = frame.groupby(["dimension", "bucket"])["weight"].describe()
+            for (dim, name), marker in zip(names.items(), MARKERS):
+                part = stats.loc[dim].reindex(buckets)
+                x = range(len(buckets))
+                ax.plot(x, part["mean"], marker=marker, color=palette[name], label=name)
+                ax.fill_between(x, part["25%"], part["75%"], color=palette[name], alpha=0.25, linewidth=0)
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(buckets)), buckets, rotation=45)
             ax.legend(title="embedding", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-            ax.tick_params(axis="x", labelrotation=45)
-        ax.set(xlabel=f"popularity (ppl, {side} interactions before the batch)", ylabel="weight",
+        ax.set(xlabel=f"popularity ({side} interactions before the batch)", ylabel="weight (log scale)",
                title=f"Figure 7: The weights on different embedding dimensions with different popularities "
-                     f"({NAMES.get(method, method)}, {SIDE_WORDS[side]})")
+                     f"({NAMES.get(method, method)}, {SIDE_WORDS[side]}; mean over ids, band: 25th-75th percentile)")
         fig.tight_layout()
     return fig
 
 
-def weight_distribution(selection: pd.DataFrame, title: str = ""):
-    """The explorer's view: histograms of the selection weights on each dimension, with their means."""
+def popularity_bins(popularity: pd.Series) -> pd.Series:
+    """Each popularity's power-of-two bin, by its lower edge: 0, 1, 2 (2-3), 4 (4-7), ..."""
+    values = popularity.to_numpy(dtype="int64")
+    edges = 2 ** np.floor(np.log2(np.maximum(values, 1))).astype("int64")
+    return pd.Series(np.where(values > 0, edges, 0), index=popularity.index)
+
+
+def weights_against_popularity(context: pd.DataFrame, chosen: tuple[int, int], title: str = ""):
+    """The explorer's view. (a) Each dimension's mean selection weight against the ids' popularity (power-of-two
+    bins, a band from the 25th to the 75th percentile over ids), the chosen range shaded. (b) The weights of the
+    ids in that range, as each dimension's cumulative distribution: unlike a histogram, no spike hides the other
+    dimensions."""
     with _style():
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        if selection.empty:
-            _nothing(ax)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+        fig.suptitle(title)
+        if context.empty:
+            _nothing(left)
+            _nothing(right)
+            fig.tight_layout()
+            return fig
+        dims = sorted(context["dimension"].unique())
+        palette = _palette([f"d = {d}" for d in dims])
+        frame = context.assign(bin=popularity_bins(context["popularity"]),
+                               dimension=context["dimension"].map(lambda d: f"d = {d}"))
+        stats = frame.groupby(["dimension", "bin"])["weight"].describe()
+        lo, hi = chosen
+        left.axvspan(max(lo, 0), hi, color="0.85", zorder=0, label=f"chosen: {lo:,}-{hi:,}")
+        for name, color in palette.items():
+            if name not in stats.index.get_level_values(0):
+                continue
+            part = stats.loc[name]
+            left.plot(part.index, part["mean"], marker="o", color=color, label=name)
+            left.fill_between(part.index, part["25%"], part["75%"], color=color, alpha=0.2, linewidth=0)
+        left.set_xscale("symlog", base=2, linthresh=1)
+        left.set(xlabel="popularity (interactions before the batch; power-of-two bins)", ylabel="weight",
+                 ylim=(-0.02, 1.02), title="(a) mean weight by popularity (band: 25th-75th percentile of ids)")
+        left.legend(fontsize=8, loc="best")
+        inside = frame[(frame["popularity"] >= lo) & (frame["popularity"] <= hi)]
+        if inside.empty:
+            _nothing(right)
         else:
-            frame = selection.assign(dimension=selection["dimension"].map(lambda d: f"d = {d}"))
-            means = selection.groupby("dimension")["weight"].mean()
-            order = [f"d = {d}" for d in means.index]
-            sns.histplot(frame, x="weight", hue="dimension", hue_order=order, bins=25, binrange=(0, 1),
-                         stat="density", common_norm=False, element="step", palette="viridis", ax=ax)
-            title += "  (means: " + ", ".join(f"d = {d}: {m:.2f}" for d, m in means.items()) + ")"
-        ax.set(xlabel="weight", xlim=(0, 1), title=title)
+            sns.ecdfplot(inside, x="weight", hue="dimension", hue_order=list(palette), palette=palette, ax=right)
+            means = inside.groupby("dimension")["weight"].mean()
+            right.set_title("(b) weights in the chosen range (means: "
+                            + ", ".join(f"{d}: {means[d]:.2f}" for d in palette if d in means) + ")", fontsize=9)
+        right.set(xlim=(0, 1), xlabel="weight", ylabel="share of ids' weights at most x")
         fig.tight_layout()
     return fig
 
 
-def learning_curves(curves: pd.DataFrame):
-    """Figure 8: loss and accuracy along the offline stage against the training examples seen."""
+def learning_curves(curves: pd.DataFrame, reference: str = "fse"):
+    """Figure 8: loss and accuracy along the offline stage against the training examples seen, and each
+    method's difference from ``reference`` (FSE)."""
     frame, order = _methods(curves)
-
-    def draw(ax, column):
-        sns.lineplot(frame, x="seen", y=column, hue="method", hue_order=order, errorbar=_spread(frame),
-                     marker="o", markersize=4, ax=ax)
-
-    return _metric_panels(_task(curves), "Figure 8: The offline parameter estimation process",
-                          "number of training examples", draw)
+    return _metric_panels(frame, order, _task(curves), "Figure 8: The offline parameter estimation process",
+                          "number of training examples", _lines("seen"), ["seen"], reference=NAMES.get(reference, reference))
 
 
 FAMILY_NAMES = {"fse": "FSE-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb (λ)",

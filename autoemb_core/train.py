@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from . import checkpoint
 from .atomic import atomic_folder, atomic_write, write_json_atomic
@@ -36,6 +35,7 @@ from .config import Config
 from .data import load_dataset
 from .interactions import ClearError, Interactions, binary_label, class_label
 from .model import DLRS, SIDES, SparseRows, loss_and_correct, optimizer_step, torch_optimizer_state
+from .progress import Bar
 from .reference import make_reference
 from .mixed import MixedRows
 from .selection import Context, make_selector
@@ -489,8 +489,8 @@ class StreamingTrainer:
         n_online = len(self.data) - batches.split
         progress = self.restore() if cfg.resume and cfg.checkpoint_dir else None
         progress = progress or Progress.start(n_online)
-        bar = tqdm(total=len(self.data), disable=not cfg.progress, unit="int", desc=cfg.method, mininterval=1.0,
-                   initial=int(batches.start[progress.next_batch]) if progress.next_batch < len(batches) else len(self.data))
+        bar = Bar(len(self.data), f"{cfg.method} {cfg.task} seed {cfg.seed}", "int", disable=not cfg.progress,
+                  initial=int(batches.start[progress.next_batch]) if progress.next_batch < len(batches) else len(self.data))
         began = last_save = time.perf_counter()
         for index in range(progress.next_batch, len(batches)):
             start, stop, is_online = int(batches.start[index]), int(batches.stop[index]), bool(batches.online[index])

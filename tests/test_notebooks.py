@@ -2,7 +2,6 @@
 headless runs with papermill on another dataset, including the failures a user can cause."""
 import ast
 import json
-import os
 import re
 import shutil
 import subprocess

@@ -35,18 +35,33 @@ def test_figure1_has_a_line_per_dimension_and_the_papers_labels():
     assert len(left.get_lines()) >= 3 and left.get_xscale() == "log"
 
 
-def test_figure6_and_8_have_a_line_per_method_in_the_papers_order():
-    metrics = pd.DataFrame([dict(method=m, seed=0, bucket=b, samples=5, loss=0.2, accuracy=0.6, task="regression")
-                            for m in ("autoemb", "fse", "sam") for b in ("0", "1", "2-3")])
+def test_figure6_and_8_have_a_line_per_method_and_its_difference_from_fse():
+    losses = {"fse": 0.2, "sam": 0.19, "autoemb": 0.22}
+    metrics = pd.DataFrame([dict(method=m, seed=s, bucket=b, samples=5, loss=losses[m] + 0.01 * s, accuracy=0.6,
+                                 task="regression") for m in ("autoemb", "fse", "sam") for b in ("0", "1", "2-3")
+                            for s in (0, 1)])
     fig = plots.popularity(metrics, "item")
     assert "Figure 6" in fig._suptitle.get_text() and "items" in fig._suptitle.get_text()
     assert fig.axes[0].get_ylabel() == "MSE" and "item interactions" in fig.axes[0].get_xlabel()
     assert legend_labels(fig.axes[0]) == ["FSE", "SAM", "AutoEmb"]
+    assert len(fig.axes) == 4 and "difference from FSE" in fig.axes[2].get_title()
+    assert legend_labels(fig.axes[2]) == ["SAM", "AutoEmb", "FSE (reference)"]
+    assert fig.axes[2].get_ylabel() == "MSE − FSE (%)" and fig.axes[3].get_ylabel() == "Accuracy − FSE (points)"
+    change = plots.difference_from(metrics, "fse", "loss", ["bucket"])
+    expected = 100 * (metrics.loc[change.index, "loss"] - (0.2 + 0.01 * change["seed"])) / (0.2 + 0.01 * change["seed"])
+    assert np.allclose(change["difference"], expected) and set(change["method"]) == {"sam", "autoemb"}
+    fixed = plots.popularity(metrics[metrics.method != "fse"], "item")  # no FSE (Figure 1's stream): one row
+    assert len(fixed.axes) == 2
+
     curves = pd.DataFrame([dict(method=m, seed=s, seen=n, loss=0.2, accuracy=0.6, task="regression")
                            for m in ("darts", "fse") for s in (0, 1) for n in (10, 20)])
     fig = plots.learning_curves(curves)
     assert "Figure 8" in fig._suptitle.get_text() and fig.axes[0].get_xlabel() == "number of training examples"
-    assert legend_labels(fig.axes[1]) == ["FSE", "DARTS"]
+    assert legend_labels(fig.axes[1]) == ["FSE", "DARTS"] and len(fig.axes) == 4
+    # each method has its own marker and dash, so a line under another stays visible
+    styles = {(line.get_marker(), tuple(line.get_dashes()) if hasattr(line, "get_dashes") else line.get_linestyle())
+              for line in fig.axes[0].get_lines()}
+    assert len(styles) >= 2
     with pytest.raises(ValueError, match="one task"):
         plots.learning_curves(pd.concat([curves, curves.assign(task="classification")]))
 
@@ -70,12 +85,26 @@ def test_figure7_and_the_explorer_view_draw_weights_and_say_when_there_are_none(
     records = weight_frame()
     selection = ex.select_weights(records, method="autoemb", side="user", edges=[0, 4, 16])
     fig = plots.weights_by_popularity(selection, "autoemb", "user")
-    assert "Figure 7" in fig.axes[0].get_title() and "AutoEmb, users" in fig.axes[0].get_title()
-    assert legend_labels(fig.axes[0]) == ["d = 2", "d = 16", "d = 128"]
+    ax = fig.axes[0]
+    assert "Figure 7" in ax.get_title() and "AutoEmb, users" in ax.get_title() and "ppl" not in ax.get_xlabel()
+    assert legend_labels(ax) == ["d = 2", "d = 16", "d = 128"] and ax.get_yscale() == "log"
+    means = selection.groupby(["dimension", "bucket"], observed=True)["weight"].mean()
+    assert np.allclose(ax.get_lines()[0].get_ydata(), means.loc[2].to_numpy())  # d = 2's means, bucket by bucket
+    assert len({tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
+                for line in ax.get_lines()}) == 3
     empty = plots.weights_by_popularity(selection.iloc[:0], "autoemb", "user")
     assert "no weights" in empty.axes[0].texts[0].get_text()
-    view = plots.weight_distribution(selection, "title")
-    assert "means: d = 2:" in view.axes[0].get_title()
+
+    context = ex.select_weights(records, method="autoemb", side="user")
+    view = plots.weights_against_popularity(context, (4, 16), "AutoEmb, users with popularity 4-16")
+    left, right = view.axes
+    assert view._suptitle.get_text() == "AutoEmb, users with popularity 4-16"
+    assert left.get_xscale() == "symlog" and "means: d = 2:" in right.get_title()
+    assert legend_labels(left) == ["chosen: 4-16", "d = 2", "d = 16", "d = 128"]
+    svg = plots.svg_with_text(view)
+    assert "AutoEmb, users with popularity 4-16</text>" in svg  # text kept as text, for the browser test
+    nothing = plots.weights_against_popularity(context.iloc[:0], (4, 16), "none")
+    assert "no weights" in nothing.axes[0].texts[0].get_text()
 
 
 def test_save_writes_png_and_svg(tmp_path):
@@ -92,6 +121,7 @@ def test_explorer_state_follows_every_widget():
     start = explorer.state
     assert start == {"method": "autoemb", "side": "user", "popularity": (0, 117), "seen": 300, "window": 150}
     assert set(explorer.selection.seen) == {200, 300} and set(explorer.selection.side) == {"user"}
+    assert explorer.context.equals(explorer.selection)  # the whole popularity range is chosen
 
     explorer.controls["side"].value = "item"
     assert explorer.state["side"] == "item" and set(explorer.selection.side) == {"item"}
@@ -99,6 +129,7 @@ def test_explorer_state_follows_every_widget():
     assert set(explorer.selection.method) == {"sam"}
     explorer.controls["popularity"].value = (4, 16)
     assert explorer.state["popularity"] == (4, 16) and set(explorer.selection.popularity) == {6, 9, 12, 15}
+    assert set(explorer.context.popularity) == {3 * i for i in range(40)}  # figure (a): every popularity
     explorer.controls["seen"].value = 100
     assert set(explorer.selection.seen) == {100}
     means = explorer.selection.groupby("dimension").weight.mean()
