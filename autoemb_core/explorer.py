@@ -49,8 +49,7 @@ class WeightsExplorer:
         self.controls = {
             "method": widgets.Dropdown(options=[(NAMES[m], m) for m in methods], value=methods[0],
                                        description="method", **label),
-            "side": widgets.ToggleButtons(options=[("users", "user"), ("items", "item")], value="user",
-                                          description="ids", **label),
+            "side": widgets.ToggleButtons(options=[("users", "user"), ("items", "item")], value="user"),
             "popularity": widgets.SelectionRangeSlider(options=[(f"{s:,}", s) for s in stops],
                                                        index=(0, len(stops) - 1), description="popularity",
                                                        continuous_update=False, layout=wide, **label),
@@ -65,8 +64,11 @@ class WeightsExplorer:
         self.summary = pd.DataFrame()
         for control in self.controls.values():
             control.observe(self.update, names="value")
-        self.widget = widgets.VBox([self.controls["method"], self.controls["side"], self.controls["popularity"],
-                                    self.controls["seen"], self.output])
+        # a ToggleButtons' own description sits above its buttons: a label of the descriptions' width instead
+        ids = widgets.Label("ids", layout=widgets.Layout(width="90px", display="flex", justify_content="flex-end",
+                                                         padding="0 8px 0 0"))
+        self.widget = widgets.VBox([self.controls["method"], widgets.HBox([ids, self.controls["side"]]),
+                                    self.controls["popularity"], self.controls["seen"], self.output])
         self.widget.add_class("autoemb-explorer")
         self.update()
 

@@ -240,7 +240,7 @@ def weights_against_popularity(context: pd.DataFrame, chosen: tuple[int, int], t
     ids in that range, as each dimension's cumulative distribution: unlike a histogram, no spike hides the other
     dimensions."""
     with _style():
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8), gridspec_kw={"width_ratios": [3, 2]})
         fig.suptitle(title)
         if context.empty:
             _nothing(left)
@@ -262,7 +262,8 @@ def weights_against_popularity(context: pd.DataFrame, chosen: tuple[int, int], t
             left.fill_between(part.index, part["25%"], part["75%"], color=color, alpha=0.2, linewidth=0)
         left.set_xscale("symlog", base=2, linthresh=1)
         left.set(xlabel="popularity (interactions before the batch; power-of-two bins)", ylabel="weight",
-                 ylim=(-0.02, 1.02), title="(a) mean weight by popularity (band: 25th-75th percentile of ids)")
+                 ylim=(-0.02, 1.02))
+        left.set_title("(a) mean weight by popularity (band: 25th-75th percentile of ids)", fontsize=9)
         left.legend(fontsize=8, loc="best")
         inside = frame[(frame["popularity"] >= lo) & (frame["popularity"] <= hi)]
         if inside.empty:
@@ -270,8 +271,8 @@ def weights_against_popularity(context: pd.DataFrame, chosen: tuple[int, int], t
         else:
             sns.ecdfplot(inside, x="weight", hue="dimension", hue_order=list(palette), palette=palette, ax=right)
             means = inside.groupby("dimension")["weight"].mean()
-            right.set_title("(b) weights in the chosen range (means: "
-                            + ", ".join(f"{d}: {means[d]:.2f}" for d in palette if d in means) + ")", fontsize=9)
+            right.set_title("(b) the chosen range; means: "
+                            + ", ".join(f"{d}: {means[d]:.2f}" for d in palette if d in means), fontsize=8)
         right.set(xlim=(0, 1), xlabel="weight", ylabel="share of ids' weights at most x")
         fig.tight_layout()
     return fig

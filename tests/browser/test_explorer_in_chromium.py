@@ -6,6 +6,8 @@ Run with ``make browser-test`` (Debian's chromium and chromium-driver, selenium 
 copy in a temporary folder, so no tracked file changes; the server is stopped whatever happens."""
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
 import re
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -60,13 +63,11 @@ def lab(tmp_path):
     notebooks.mkdir()
     nbformat.write(nb, notebooks / "03_popularity.ipynb")
     port, token = free_port(), "browser-test"
-    env = dict(os.environ, OMP_NUM_THREADS="1", JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--notebook-dir={notebooks}", "--allow-root", "--expose-app-in-browser",
-         "--ServerApp.port_retries=0", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-         "jupyterlab.NeverCheckForUpdate"],
+         "--ServerApp.port_retries=0"],
         cwd=tmp_path, env=env, stdout=open(tmp_path / "server.log", "wb"), stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -120,17 +121,29 @@ def kernel_ready(driver) -> bool:
 
 
 def run_all_cells(driver, wait) -> None:
-    """JupyterLab's own "Run All Cells" command (the Run menu's), through the app the server exposes."""
-    wait.until(lambda d: d.execute_script("return !!(window.jupyterapp && window.jupyterapp.shell.currentWidget)"))
+    """JupyterLab's own "Run All Cells" command (the Run menu's), through the app the server exposes, once the
+    notebook is the active document (a click on it makes it so)."""
+    def enabled(d):
+        d.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell").click()
+        return d.execute_script("return !!(window.jupyterapp && "
+                                "window.jupyterapp.commands.isEnabled('notebook:run-all-cells'))")
+    wait.until(enabled)
     driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
 
 def drawn_title(driver) -> str:
-    """The title text of the explorer's current figure: the SVG in the explorer's output area."""
-    texts = driver.execute_script(
-        "const box = document.querySelector('.autoemb-explorer');"
-        "return box ? Array.from(box.querySelectorAll('svg text')).map(t => t.textContent) : [];")
-    return next((t for t in texts if TITLE.search(t)), "")
+    """The title of the explorer's current figure, read from the SVG the kernel drew (JupyterLab shows it as an
+    image whose source is the SVG document)."""
+    sources = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.autoemb-explorer img')).map(i => i.src);")
+    for source in sources:
+        header, _, body = source.partition(",")
+        if header.startswith("data:image/svg+xml"):
+            svg = base64.b64decode(body).decode() if header.endswith(";base64") else urllib.parse.unquote(body)
+            for text in re.findall(r"<text[^>]*>([^<]*)</text>", svg):
+                if TITLE.search(html.unescape(text)):
+                    return html.unescape(text)
+    return ""
 
 
 def wait_for_title(wait, driver, method: str, side: str, low: int | None = None, high: int | None = None) -> str:
@@ -157,7 +170,8 @@ def test_the_explorer_redraws_the_chosen_selection_in_chromium(lab, browser):
     before = git_status()
     shots = Path(os.environ.get("AUTOEMB_BROWSER_SHOTS", ROOT / "results" / "browser-test"))
     shots.mkdir(parents=True, exist_ok=True)
-    wait = WebDriverWait(browser, 240, poll_frequency=0.5, ignored_exceptions=(WebDriverException,))
+    wait = WebDriverWait(browser, float(os.environ.get("AUTOEMB_BROWSER_WAIT", 240)), poll_frequency=0.5,
+                         ignored_exceptions=(WebDriverException,))
     step = "open the notebook"
     try:
         browser.get(f"{url}/lab/tree/03_popularity.ipynb?token={token}")
@@ -189,6 +203,8 @@ def test_the_explorer_redraws_the_chosen_selection_in_chromium(lab, browser):
         title = wait_for_title(wait, browser, "SAM", "items", low, high)
     except Exception:
         browser.save_screenshot(str(shots / "failed.png"))
+        print("page:", browser.execute_script("return [typeof window.jupyterapp, !!(window.jupyterapp && "
+                                               "window.jupyterapp.shell.currentWidget), location.href]"))
         print(f"failed at: {step}; screenshot {shots / 'failed.png'}; server log:\n"
               + (folder / "server.log").read_text()[-3000:])
         raise
