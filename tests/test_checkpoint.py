@@ -17,7 +17,6 @@ import yaml
 import autoemb_core as ae
 from autoemb_core import checkpoint
 from autoemb_core.config import Config
-from autoemb_core.model import SIDES
 from autoemb_core.train import NumericsError, StreamingTrainer, run
 
 SMALL = dict(dims=[2, 4], hidden=[8], controller_hidden=[6], batch_size=100, record_alpha_every=5)

@@ -14,7 +14,7 @@ from autoemb_core.__main__ import main as cli
 from autoemb_core.config import Config
 from autoemb_core.interactions import DataError
 from autoemb_core.mixed import MixedRows, transfer_map
-from autoemb_core.model import SIDES, SparseRows
+from autoemb_core.model import SIDES
 from autoemb_core.selection import straight_through
 from autoemb_core.stream import popularity_before_batch
 from autoemb_core.train import StreamingTrainer, tensor_bytes

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import autoemb_core as ae
 from autoemb_core import experiments as ex
 from autoemb_core import report as rp
 from autoemb_core import sweep
