@@ -27,11 +27,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m autoemb_core demo --results-dir $(RESULTS)
 
-# One worker per core (JOBS=1 for one process); --dist loadscope keeps each notebook's cells, in order, in one
-# worker, and each test file in one worker.
-JOBS ?= auto
 test: setup
-	$(PY) -m pytest tests notebooks --nbval -n $(JOBS) --dist loadscope
+	$(PY) -m pytest tests notebooks --nbval
 
 # The explorer in headless Chromium (tests/browser): needs Debian's chromium and chromium-driver, which
 # .ci/run installs with apt-get; selenium comes from pip.
