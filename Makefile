@@ -27,8 +27,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m autoemb_core demo --results-dir $(RESULTS)
 
+# One worker per core (JOBS=1: one process). --dist loadgroup: the test functions spread over the workers one by
+# one, and each notebook's cells go, in order, to one worker (notebooks/conftest.py groups them).
+JOBS ?= auto
 test: setup
-	$(PY) -m pytest tests notebooks --nbval
+	$(PY) -m pytest tests notebooks --nbval -n $(JOBS) --dist loadgroup
 
 # The explorer in headless Chromium (tests/browser): needs Debian's chromium and chromium-driver, which
 # .ci/run installs with apt-get; selenium comes from pip.

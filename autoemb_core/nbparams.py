@@ -211,7 +211,7 @@ FOUR = ["fse", "sam", "darts", "autoemb"]
 
 NOTEBOOKS: dict[str, dict[str, Knob]] = {
     "preliminary": {
-        **_common(_ONE_TASK, ["fixed-2", "fixed-16", "fixed-128"], [0, 1], 50_000, "01_preliminary",
+        **_common(_ONE_TASK, ["fixed-2", "fixed-16", "fixed-128"], [0, 1], 30_000, "01_preliminary",
                   allowed=("fixed-2", "fixed-16", "fixed-128")),
         "n_test": Knob(10, positive_int(), "held-out test ratings per study user"),
         "n_validation": Knob(5, positive_int(), "validation ratings per study user (early stopping)"),
@@ -222,10 +222,10 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
     "overall": {
         **_common(Knob("both", choice("regression", "classification", "both"),
                        "regression, classification or both (Table 2 has both)"),
-                  list(TABLE2), [0, 1, 2], 30_000, "02_overall"),
+                  list(TABLE2), [0, 1, 2], 10_000, "02_overall"),
     },
     "popularity": {
-        **_common(_ONE_TASK, FOUR, [0, 1], 50_000, "03_popularity"),
+        **_common(_ONE_TASK, FOUR, [0, 1], 20_000, "03_popularity"),
         "side": Knob("user", choice("user", "item"), "whose popularity the buckets of Figures 6 and 7 count"),
         "min_samples": Knob(200, positive_int(), "the top popularity bucket holds at least this many samples"),
         "weights_method": Knob("autoemb", choice("autoemb", "sam", "darts"), "whose weights Figure 7 shows"),
@@ -233,7 +233,7 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
                                    config=True),
     },
     "memory": {
-        **{k: v for k, v in _common(_ONE_TASK, ["fse"], [0, 1], 20_000, "05_memory", workers=2).items()
+        **{k: v for k, v in _common(_ONE_TASK, ["fse"], [0, 1], 10_000, "05_memory", workers=2).items()
            if k != "methods"},
         "fse_widths": Knob([2, 16, 128, 146], int_list(1, increasing=True), "FSE's widths, one point each"),
         "thresholds": Knob([[8, 64]], threshold_pairs, "the popularity rule's thresholds (mixed storage), one "
@@ -242,7 +242,7 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
         "soft": Knob(True, choice(True, False), "also soft AutoEmb"),
     },
     "data_efficiency": {
-        **_common(_ONE_TASK, FOUR, [0, 1], 50_000, "04_data_efficiency"),
+        **_common(_ONE_TASK, FOUR, [0, 1], 20_000, "04_data_efficiency"),
         "points": Knob(20, positive_int(), "points along the offline stage"),
         "early_fraction": Knob(0.2, fraction, "the early, data-poor part of the offline stage that the claim reads"),
     },

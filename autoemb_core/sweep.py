@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm  # plain text: it reads the same in a terminal, a notebook and papermill's log
 
 from .config import Config
 from .interactions import DataError, Interactions
+from .progress import Bar, in_kernel
 from .train import RunResult, run
 
 
@@ -140,9 +140,11 @@ def execute(cells, data: Interactions | None = None, runs_dir=None, scheduler: s
                 outcome.results[cell.name] = saved
         else:
             todo.append(cell)
-    inline = scheduler is None and workers <= 1 and not isolate  # each run shows its own progress, as a plain loop's would
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="sweep", file=log,
-               disable=log is None or not todo or inline, mininterval=1.0)
+    # One by one here, each run shows its own progress, as a plain loop's would; in a kernel that is its lines only,
+    # under this bar (progress.Bar: one widget per run would flood the kernel's messages)
+    inline = scheduler is None and workers <= 1 and not isolate
+    bar = Bar(len(cells), "sweep", "cell", initial=len(cells) - len(todo), log=False, file=log, widget=False,
+              disable=log is None or not todo or (inline and not in_kernel()))
     counts = {"running": 0, "done": 0, "failed": 0, "reused": len(cells) - len(todo)}
 
     def finished(cell: Cell, value=None, error: str | None = None) -> None:
@@ -160,9 +162,9 @@ def execute(cells, data: Interactions | None = None, runs_dir=None, scheduler: s
             counts["failed"] += 1
             line = f"{cell.name} FAILED: {error_line(error)}"
         bar.update(1)
-        bar.set_postfix(counts, refresh=False)
+        bar.set_postfix(**counts)
         if not bar.disable:
-            bar.write(line, file=log)
+            bar.write(line)
 
     jobs = [(cell, None if runs_dir is None else str(Path(runs_dir) / cell.name),
              None if runs_dir is None else str(checkpoint_dir(runs_dir, cell.name))) for cell in todo]
@@ -176,7 +178,7 @@ def execute(cells, data: Interactions | None = None, runs_dir=None, scheduler: s
         _in_pool(jobs, data, max(1, workers), finished, counts, bar, runs_dir)
     elif jobs:
         _on_dask(jobs, data if ship_data else None, scheduler, workers, gpus_per_run, finished, counts, bar)
-    bar.set_postfix(counts)
+    bar.set_postfix(**counts)
     bar.close()
     return outcome
 
@@ -197,7 +199,7 @@ def _in_pool(jobs, data, workers, finished, counts, bar, runs_dir) -> None:
         pending = set(futures)
         while pending:
             counts["running"] = min(workers, len(pending))
-            bar.set_postfix(counts)
+            bar.set_postfix(refresh=True, **counts)
             done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in done:
                 try:
@@ -250,7 +252,7 @@ def _on_dask(jobs, data, scheduler, workers, gpus_per_run, finished, counts, bar
                 if time.monotonic() - last >= 1.0:  # how many run now: the scheduler's view, once a second
                     keys = {f.key for f in pending}
                     counts["running"] = sum(k in keys for tasks in client.processing().values() for k in tasks)
-                    bar.set_postfix(counts)
+                    bar.set_postfix(refresh=True, **counts)
                     last = time.monotonic()
                 done = {f for f in pending if f.done()}
                 pending -= done

@@ -59,7 +59,8 @@ def test_notebooks_are_thin_and_hold_the_outputs_of_a_run(name):
 def papermill(name, tmp_path, **parameters):
     pm = pytest.importorskip("papermill")
     return pm.execute_notebook(str(ROOT / "notebooks" / FILES[name]), str(tmp_path / FILES[name]),
-                               parameters=parameters, cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+                               parameters=parameters, cwd=str(tmp_path), progress_bar=False, kernel_name="python3",
+                               execution_timeout=600)  # a cell that hangs fails the test, not the suite
 
 
 @pytest.fixture
@@ -168,3 +169,42 @@ def test_a_headless_run_reports_progress_and_a_local_cluster_runs_the_cells(tmp_
               seeds=[0], threads=1, scheduler="local", workers=2, results_dir=str(tmp_path / "cluster"))
     kernel, cluster = (pd.read_csv(tmp_path / d / "figure8_offline.csv") for d in ("kernel", "cluster"))
     pd.testing.assert_frame_equal(kernel, cluster)
+
+
+def test_a_sweep_in_a_kernel_sends_few_messages_and_its_end_arrives(tmp_path):
+    """nbval reads a cell's messages only once the cell has run, and ZMQ drops what its queues cannot hold; a
+    sweep that drew a widget per run (about 11 messages each, 2 more per refresh) lost the cell's "idle" and
+    failed CI on notebook 02. In a kernel a sweep run here shows one text bar and each run's lines, no widgets."""
+    import queue
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        code = ("from autoemb_core.config import Config\nfrom autoemb_core.experiments import run_methods\n"
+                "runs = run_methods(Config(dataset='synthetic', max_interactions=1500, threads=1), "
+                "methods=['global-mean', 'item-mean', 'biases', 'fse', 'uniform', 'random'], seeds=[0, 1])\n"
+                "print(len(runs))")
+        msg_id = kc.execute(code)
+        reply = kc.get_shell_msg(timeout=600)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        kinds, text = {}, ""
+        while True:  # as nbval does: after the reply, until this cell's idle status
+            msg = kc.get_iopub_msg(timeout=30)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kinds[msg["msg_type"]] = kinds.get(msg["msg_type"], 0) + 1
+            text += msg["content"].get("text", "")
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+    except queue.Empty:
+        pytest.fail(f"the cell's idle status never came; messages seen: {kinds}")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert "comm_open" not in kinds and "comm_msg" not in kinds, kinds
+    assert sum(kinds.values()) < 120, kinds
+    assert "12\n" in text and "sweep: 100%" in text
+    for method in ("global-mean", "fse", "random"):
+        for seed in (0, 1):
+            assert f"[autoemb] {method} regression seed {seed}: started," in text
+            assert re.search(rf"\[autoemb\] {method} regression seed {seed}: done, [\d,]+ int in ", text)
