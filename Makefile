@@ -27,11 +27,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m autoemb_core demo --results-dir $(RESULTS)
 
-# One worker per core (JOBS=1: one process). --dist loadgroup: the test functions spread over the workers one by
-# one, and each notebook's cells go, in order, to one worker (notebooks/conftest.py groups them).
+# One worker per core (JOBS=1: one process). --dist loadscope: each test file, and each notebook's cells in order
+# in one kernel, go to one worker. (loadgroup's groups are lost under pytest 9 with pytest-xdist 3.8: the cells
+# of one notebook were spread over both workers, and each new kernel failed on the names of the cells before.)
 JOBS ?= auto
 test: setup
-	$(PY) -m pytest tests notebooks --nbval -n $(JOBS) --dist loadgroup
+	$(PY) -m pytest tests notebooks --nbval -n $(JOBS) --dist loadscope
 
 # The explorer in headless Chromium (tests/browser): needs Debian's chromium and chromium-driver, which
 # .ci/run installs with apt-get; selenium comes from pip.

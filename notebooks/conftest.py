@@ -11,20 +11,15 @@ change the test process itself. To refresh the outputs, see the README (Notebook
 """
 import os
 
-import pytest
-
 REPRODUCIBLE = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}
 os.environ.update(REPRODUCIBLE)
 
 OUTPUT_TIMEOUT = 120  # seconds nbval waits for each of a cell's outputs after the cell has run (nbval's own: 5)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Each notebook's cells in one pytest-xdist group (``--dist loadgroup``), so that one worker runs them in
-    order in one kernel. And a longer wait for outputs: nbval waits a fixed 5 seconds for each of a cell's output
-    messages after the cell has run, which a loaded machine can exceed; the cell's own time limit is unchanged."""
+    """A longer wait for outputs: nbval waits a fixed 5 seconds for each of a cell's output messages after the
+    cell has run, which a loaded machine can exceed; the cell's own time limit is unchanged."""
     for item in items:
         if hasattr(item, "output_timeout"):  # an nbval cell
             item.output_timeout = OUTPUT_TIMEOUT
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
