@@ -54,14 +54,17 @@ def _nothing(ax) -> None:
     ax.text(0.5, 0.5, "no weights recorded for this selection", ha="center", va="center", transform=ax.transAxes)
 
 
-def save(fig, folder, name: str) -> list[Path]:
-    """``fig`` as ``<folder>/<name>.png`` and ``.svg``, each written atomically; returns the paths."""
+def save(fig, folder, name: str, close: bool = False) -> list[Path]:
+    """``fig`` as ``<folder>/<name>.png`` and ``.svg``, each written atomically; returns the paths. ``close``:
+    then free it (commands; a notebook keeps its figure to show it)."""
     paths = []
     for fmt in ("png", "svg"):
         path = Path(folder) / f"{name}.{fmt}"
         with atomic_write(path, "wb") as f:
             fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight")
         paths.append(path)
+    if close:
+        plt.close(fig)
     return paths
 
 

@@ -275,7 +275,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     truth = generator_capacity(dataset, s.train_sizes) if s.figure1 else None
     figure_dir = folder / "figures"
     for name, fig in figures.items():
-        plots.save(fig, figure_dir, name)
+        plots.save(fig, figure_dir, name, close=True)
     ex.save_frame(claims[COLUMNS], folder, "claims")
     seconds = (datetime.datetime.now(datetime.timezone.utc) - began).total_seconds()
     meta = {"command": s.command, "dataset": dataset, "interactions": len(data), "tasks": list(s.tasks),
@@ -337,7 +337,7 @@ def frontier_report(base: Config, data: Interactions, points, seeds, folder, wor
     ex.save_frame(claims[COLUMNS] if len(claims) else pd.DataFrame(columns=COLUMNS), folder, "frontier_claims")
     from . import plots
     plots.save(plots.frontier(memory["table"], base.task, f"Memory frontier on {data.name}"), folder / "figures",
-               "memory_frontier")
+               "memory_frontier", close=True)
     seconds = (datetime.datetime.now(datetime.timezone.utc) - began).total_seconds()
     run_seconds = float(pd.to_numeric(memory["runs"]["seconds"]).sum())
     meta = {"command": command, "dataset": data.name, "interactions": len(data), "task": base.task,

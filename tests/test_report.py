@@ -2,6 +2,7 @@
 command end to end (every claim present, finished runs reused, the files the issue names)."""
 import json
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,7 +99,9 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
     original = Config.for_dataset
     monkeypatch.setattr(Config, "for_dataset", classmethod(lambda cls, **kw: original(**kw).with_overrides(
         hidden=(8,), controller_hidden=(6,), batch_size=50, record_alpha_every=1)))
+    open_before = set(plt.get_fignums())
     assert main(argv) == 0
+    assert set(plt.get_fignums()) <= open_before, "the report leaves its figures open (each run of it leaks them)"
     claims = pd.read_csv(folder / "claims.csv", keep_default_na=False)
     assert list(claims.columns) == rp.COLUMNS
     assert set(claims["claim"]) == {"Table 2: ordering", "AutoEmb beats the controls", "Figure 6: advantage by popularity",
