@@ -515,6 +515,10 @@ class StreamingTrainer:
             if cfg.checkpoint_dir and due and index + 1 < len(batches):
                 self.save_checkpoint(progress, progress.seconds + time.perf_counter() - began)
                 last_save = time.perf_counter()
+        seen = progress.online_done()
+        if seen:  # the last line reports the run's online metrics, not the last batch's
+            bar.set_postfix(online_loss=f"{progress.online['loss'][:seen].mean():.4f}",
+                            online_acc=f"{progress.online['correct'][:seen].mean():.3f}")
         bar.close()
         progress.seconds += time.perf_counter() - began
         if cfg.checkpoint_dir:  # the finished run: resuming it only rebuilds the results

@@ -163,8 +163,11 @@ def test_a_headless_run_reports_progress_and_a_local_cluster_runs_the_cells(tmp_
     lines = [line for line in done.stderr.splitlines() if "[autoemb]" in line]
     for method in ("fse", "autoemb"):
         assert any(f"[autoemb] {method} regression seed 0: started," in line for line in lines), lines
-        assert any(re.search(rf"\[autoemb\] {method} regression seed 0: done, [\d,]+ int in \d+:\d\d:\d\d", line)
-                   for line in lines), lines
+        assert any(re.search(rf"\[autoemb\] {method} regression seed 0: done, [\d,]+ int in \d+:\d\d:\d\d; "
+                             r"online_loss \d\.\d{4}, online_acc \d\.\d{3}$", line) for line in lines), lines
+        summary = json.loads((tmp_path / "kernel" / "runs" / f"regression-{method}-seed0" / "summary.json").read_text())
+        assert any(line.endswith(f"online_loss {summary['online_loss']:.4f}, online_acc {summary['online_accuracy']:.3f}")
+                   for line in lines), "the last line gives the run's online metrics"
     papermill("data_efficiency", tmp_path, dataset="netflix", data_dir=str(netflix_dir), methods=["fse", "autoemb"],
               seeds=[0], threads=1, scheduler="local", workers=2, results_dir=str(tmp_path / "cluster"))
     kernel, cluster = (pd.read_csv(tmp_path / d / "figure8_offline.csv") for d in ("kernel", "cluster"))
