@@ -8,7 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import METHODS, Config
+from .config import Config
+from .methods import METHODS
 from .data import dataset_names, load_dataset
 from .experiments import TABLE2, compare, overall_table, paper_table, save_table, save_tables
 from .interactions import DataError

@@ -8,16 +8,10 @@ from pathlib import Path
 import yaml
 
 from .interactions import DataError
+from .methods import METHODS, TABLE
 
 PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
 
-REFERENCE = ("global-mean", "item-mean", "biases")  # the floor: predictors with no embeddings
-CONTROLS = ("uniform", "random", "popularity-rule")  # fixed allocations in the AutoEmb architecture
-METHODS = ("fse", "sam", "darts", "autoemb", "autoemb-hard", *CONTROLS, *REFERENCE, "fixed-2", "fixed-16", "fixed-128")
-TABLE2 = (*REFERENCE, "fse", *CONTROLS, "sam", "darts", "autoemb")  # the paper's four, the floor and the controls
-BILEVEL = ("darts", "autoemb", "autoemb-hard")  # Theta trained on validation data by the bilevel step
-SELECTING = ("sam", "darts", "autoemb", "autoemb-hard", *CONTROLS)  # the AutoEmb architecture: N spaces and selection weights
-TUNED_AS = {"autoemb-hard": "autoemb"}  # a method with no tuned block of its own takes this one's (the same rates)
 TUNABLE = ("lr", "table_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
            "embedding_init_std", "embedding_l2")  # the settings a ``tuned:`` block of a params file may set
 
@@ -112,24 +106,29 @@ class Config:
     @property
     def width(self) -> int:
         """Width of each embedding table row."""
-        if self.method.startswith("fixed-"):
-            return int(self.method.split("-")[1])
+        if self.spec.width is not None:
+            return self.spec.width
         if self.method == "fse" and self.fse_width is not None:
             return self.fse_width
         return sum(self.dims)
 
     @property
+    def spec(self):
+        """This run's row of the method table (:mod:`autoemb_core.methods`)."""
+        return TABLE[self.method]
+
+    @property
     def selecting(self) -> bool:
-        return self.method in SELECTING
+        return self.spec.family == "selecting"
 
     @property
     def mixed(self) -> bool:
         """Whether each id stores one row at its chosen size (hard selection) instead of all sum(dims)."""
-        return self.method == "autoemb-hard" or self.storage == "mixed"
+        return self.spec.storage == "mixed" or self.storage == "mixed"
 
     @property
     def reference(self) -> bool:
-        return self.method in REFERENCE
+        return self.spec.family == "reference"
 
     @property
     def rule_thresholds(self) -> tuple[int, ...]:
@@ -157,12 +156,12 @@ class Config:
     def tuned_values(self) -> dict:
         """The tuned values :meth:`resolved` applies to this run."""
         block = self.tuned.get(self.task, {})
-        values = block.get(self.method, block.get(TUNED_AS.get(self.method), {}))
+        values = block.get(self.method, block.get(self.spec.tuned_as, {}))
         return {k: v for k, v in values.items() if k not in self.explicit}
 
     @property
     def bilevel(self) -> bool:
-        return self.method in BILEVEL
+        return self.spec.theta == "bilevel"
 
     @property
     def controller_features(self) -> int:
@@ -198,8 +197,9 @@ class Config:
             raise DataError(f"dims must be increasing positive sizes, got {self.dims}", self.params_file)
         if not 0 < self.offline_fraction < 1:
             raise DataError(f"offline_fraction must be in (0, 1), got {self.offline_fraction}", self.params_file)
-        if self.storage == "mixed" and self.method not in ("autoemb-hard", "popularity-rule"):
-            raise DataError(f"storage=mixed needs one space per id: it is for autoemb-hard and popularity-rule, not "
+        if self.storage == "mixed" and TABLE[self.method].storage == "full":
+            can = [m.name for m in TABLE.values() if m.storage != "full"]
+            raise DataError(f"storage=mixed needs one space per id: it is for {' and '.join(can)}, not "
                             f"{self.method}", self.params_file, hint="use storage: full, or method autoemb-hard")
         if self.fse_width is not None and not (isinstance(self.fse_width, int) and self.fse_width >= 1):
             raise DataError(f"fse_width must be a positive integer or null, got {self.fse_width!r}", self.params_file)

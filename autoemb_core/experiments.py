@@ -24,13 +24,13 @@ import torch
 
 from . import sweep
 from .atomic import atomic_write
-from .config import TABLE2, Config
+from .config import Config
+from .methods import FIXED, PAPER, TABLE2, display
 from .data import load_dataset
 from .interactions import DataError, Interactions
 from .progress import Bar
 from .train import StreamingTrainer
 
-COMPARED = ("fse", "sam", "darts", "autoemb")  # the paper's four methods
 METRICS = {"regression": ("MSE", "online_loss"), "classification": ("CE", "online_loss")}
 
 # The paper's Table 2 (online stage, mean, std over runs), for side-by-side display.
@@ -73,7 +73,7 @@ def compare(base: Config, methods=TABLE2, tasks=("regression",), seeds=(0,), res
     return pd.DataFrame(rows, columns=[*RUN_COLUMNS, *(("error",) if outcome.failed else ())])
 
 
-def iter_runs(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None, results_dir=None,
+def iter_runs(base: Config, methods=PAPER, seeds=(0,), data: Interactions | None = None, results_dir=None,
               reuse: bool = False, scheduler: str | None = None, workers: int = 1, gpus_per_run: float = 0):
     """Run each (method, seed) with ``base``'s task on ``data`` (default: ``base``'s dataset, loaded once),
     yielding ``((method, seed), RunResult)``. With ``results_dir``, each run is also saved under
@@ -97,7 +97,7 @@ def iter_runs(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | N
         yield (cell.cfg.method, cell.cfg.seed), outcome.result(cell, results_dir)
 
 
-def run_methods(base: Config, methods=COMPARED, seeds=(0,), data: Interactions | None = None,
+def run_methods(base: Config, methods=PAPER, seeds=(0,), data: Interactions | None = None,
                 results_dir=None, scheduler: str | None = None, workers: int = 1) -> dict:
     """:func:`iter_runs` kept in memory: ``{(method, seed): RunResult}``, for the per-sample (Figures 6, 7)
     and per-batch (Figure 8) studies."""
@@ -143,10 +143,6 @@ def save_table(table: pd.DataFrame, folder, name: str = "overall") -> None:
 # ---------------------------------------------------------------------------------------------
 # Table 2 laid out like the paper
 
-NAMES = {"fse": "FSE", "sam": "SAM", "darts": "DARTS", "autoemb": "AutoEmb", "global-mean": "global mean",
-         "item-mean": "item mean", "popularity-rule": "popularity rule"}
-
-
 def paper_table(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`overall_table` laid out like the paper's Table 2: one row block per (dataset, task, metric),
     one column per method. The rows: ``ours`` (mean ± std over seeds), ``ours vs FSE`` (relative improvement,
@@ -171,7 +167,7 @@ def paper_table(table: pd.DataFrame) -> pd.DataFrame:
                 rows.append((*key, "paper vs FSE", {m: _percent(v) for m, v in change.items()}))
     frame = pd.DataFrame([values for *_, values in rows], columns=methods)
     frame.index = pd.MultiIndex.from_tuples([tuple(r[:4]) for r in rows], names=["dataset", "task", "metric", "row"])
-    return frame.fillna("").rename(columns=lambda m: NAMES.get(m, m))
+    return frame.fillna("").rename(columns=lambda m: display(m))
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -272,7 +268,7 @@ def fit_until_stop(trainer: StreamingTrainer, positions: np.ndarray, validation:
     return {**best, "epochs": epoch}
 
 
-def preliminary_study(base: Config, data: Interactions, methods=("fixed-2", "fixed-16", "fixed-128"),
+def preliminary_study(base: Config, data: Interactions, methods=FIXED,
                       train_sizes=(8, 32, 128, 256), n_test: int = 10, seeds=(0,), n_validation: int = 5,
                       max_epochs: int = 20, patience: int = 2, l2_grid=(0.0,)) -> pd.DataFrame:
     """Figure 1 as a capacity study: for each seed, x and fixed dimension, fresh models trained by
@@ -378,7 +374,7 @@ def popularity_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Figure 6 as a table: per bucket, the samples and each method's loss and accuracy (means over seeds)."""
     mean = metrics.groupby(["bucket", "method"], observed=True, sort=False)[["loss", "accuracy"]].mean()
     table = mean.unstack("method").round(4)
-    table.columns = [f"{metric} {NAMES.get(m, m)}" for metric, m in table.columns]
+    table.columns = [f"{metric} {display(m)}" for metric, m in table.columns]
     samples = metrics.groupby("bucket", observed=True)["samples"].first()
     return pd.concat([samples, table], axis=1).rename_axis("popularity")
 
@@ -476,7 +472,7 @@ def learning_curves(results: dict, stage: str = "offline", points: int = 20) -> 
 def curve_table(curves: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
     """Figure 8 as a table: ``metric`` per point of the stream (rows) and method (columns), means over seeds."""
     table = curves.groupby(["seen", "method"], sort=False)[metric].mean().unstack("method").round(4)
-    return table.rename(columns=lambda m: NAMES.get(m, m)).rename_axis(None, axis=1)
+    return table.rename(columns=lambda m: display(m)).rename_axis(None, axis=1)
 
 
 def save_frame(frame: pd.DataFrame, folder, name: str) -> Path:

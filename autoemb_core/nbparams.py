@@ -27,7 +27,8 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
-from .config import METHODS, TABLE2, Config
+from .config import Config
+from .methods import FIXED, METHODS, PAPER, TABLE2
 from .data import dataset_names, load_dataset
 from .interactions import DataError, Interactions
 
@@ -207,12 +208,11 @@ def _common(task: Knob, methods: list, seeds: list, max_interactions, folder: st
 
 _ONE_TASK = Knob("regression", choice("regression", "classification"), "regression (MSE) or classification (CE)",
                  config=True)
-FOUR = ["fse", "sam", "darts", "autoemb"]
 
 NOTEBOOKS: dict[str, dict[str, Knob]] = {
     "preliminary": {
-        **_common(_ONE_TASK, ["fixed-2", "fixed-16", "fixed-128"], [0, 1], 30_000, "01_preliminary",
-                  allowed=("fixed-2", "fixed-16", "fixed-128")),
+        **_common(_ONE_TASK, list(FIXED), [0, 1], 30_000, "01_preliminary",
+                  allowed=FIXED),
         "n_test": Knob(10, positive_int(), "held-out test ratings per study user"),
         "n_validation": Knob(5, positive_int(), "validation ratings per study user (early stopping)"),
         "train_sizes": Knob([2, 8, 32], int_list(1, increasing=True), "the grid of x, training ratings per study user"),
@@ -225,7 +225,7 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
                   list(TABLE2), [0, 1, 2], 10_000, "02_overall"),
     },
     "popularity": {
-        **_common(_ONE_TASK, FOUR, [0, 1], 20_000, "03_popularity"),
+        **_common(_ONE_TASK, list(PAPER), [0, 1], 20_000, "03_popularity"),
         "side": Knob("user", choice("user", "item"), "whose popularity the buckets of Figures 6 and 7 count"),
         "min_samples": Knob(200, positive_int(), "the top popularity bucket holds at least this many samples"),
         "weights_method": Knob("autoemb", choice("autoemb", "sam", "darts"), "whose weights Figure 7 shows"),
@@ -242,7 +242,7 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
         "soft": Knob(True, choice(True, False), "also soft AutoEmb"),
     },
     "data_efficiency": {
-        **_common(_ONE_TASK, FOUR, [0, 1], 20_000, "04_data_efficiency"),
+        **_common(_ONE_TASK, list(PAPER), [0, 1], 20_000, "04_data_efficiency"),
         "points": Knob(20, positive_int(), "points along the offline stage"),
         "early_fraction": Knob(0.2, fraction, "the early, data-poor part of the offline stage that the claim reads"),
     },

@@ -15,9 +15,9 @@ import pandas as pd
 import seaborn as sns
 
 from .atomic import atomic_write
-from .experiments import NAMES
+from .methods import PAPER, display
 
-ORDER = [NAMES[m] for m in ("fse", "sam", "darts", "autoemb")]
+ORDER = [display(m) for m in PAPER]
 SIDE_WORDS = {"user": "users", "item": "items"}
 
 
@@ -40,7 +40,7 @@ def _task(frame: pd.DataFrame) -> str:
 
 
 def _methods(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    frame = frame.assign(method=frame["method"].map(lambda m: NAMES.get(m, m)))
+    frame = frame.assign(method=frame["method"].map(lambda m: display(m)))
     present = list(dict.fromkeys(frame["method"]))
     return frame, [m for m in ORDER if m in present] + [m for m in present if m not in ORDER]
 
@@ -170,7 +170,7 @@ def popularity(metrics: pd.DataFrame, side: str = "user", title: str | None = No
     return _metric_panels(frame, order, _task(metrics),
                           title or f"Figure 6: Performance with different popularities (online stage, {SIDE_WORDS[side]})",
                           f"popularity ({side} interactions before the batch)", _lines("bucket", numeric=False),
-                          ["bucket"], reference=NAMES.get(reference, reference))
+                          ["bucket"], reference=display(reference))
 
 
 def popularity_advantage(claims: pd.DataFrame):
@@ -190,10 +190,10 @@ def popularity_advantage(claims: pd.DataFrame):
             effect = 100 * part["effect"]
             err = [100 * (part["effect"] - part["ci_low"]), 100 * (part["ci_high"] - part["effect"])]
             ax.errorbar(x, effect, yerr=err, fmt="o", capsize=3, color=color,
-                        label=f"vs {NAMES.get(comparator, comparator)}")
+                        label=f"vs {display(comparator)}")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(buckets)), buckets, rotation=45)
-        method = NAMES.get(claims["method"].iloc[0], claims["method"].iloc[0])
+        method = display(claims["method"].iloc[0])
         ax.set(xlabel="popularity (interactions before the batch)", ylabel="loss advantage (%)",
                title=f"Figure 6: {method}'s online {loss_name(claims['task'].iloc[0])} advantage by popularity "
                      f"(95% interval over seeds; > 0: {method} better)")
@@ -225,7 +225,7 @@ def weights_by_popularity(selection: pd.DataFrame, method: str = "autoemb", side
             ax.legend(title="embedding", loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.set(xlabel=f"popularity ({side} interactions before the batch)", ylabel="weight (log scale)",
                title=f"Figure 7: The weights on different embedding dimensions with different popularities "
-                     f"({NAMES.get(method, method)}, {SIDE_WORDS[side]}; mean over ids, band: 25th-75th percentile)")
+                     f"({display(method)}, {SIDE_WORDS[side]}; mean over ids, band: 25th-75th percentile)")
         fig.tight_layout()
     return fig
 
@@ -286,7 +286,7 @@ def learning_curves(curves: pd.DataFrame, reference: str = "fse"):
     method's difference from ``reference`` (FSE)."""
     frame, order = _methods(curves)
     return _metric_panels(frame, order, _task(curves), "Figure 8: The offline parameter estimation process",
-                          "number of training examples", _lines("seen"), ["seen"], reference=NAMES.get(reference, reference))
+                          "number of training examples", _lines("seen"), ["seen"], reference=display(reference))
 
 
 FAMILY_NAMES = {"fse": "FSE-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb (λ)",
@@ -305,7 +305,7 @@ def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
             group = group.sort_values("embedding_bytes")
             alone = family not in ("fse", "popularity-rule", "autoemb-hard")
             ax.errorbar(group["embedding_bytes"], group["online_loss"], yerr=group["±95%"].fillna(0),
-                        marker="x" if family in ("biases", "item-mean") else "s" if alone else "o", capsize=3, label=FAMILY_NAMES.get(family, family),
+                        marker="x" if family in ("biases", "item-mean") else "s" if alone else "o", capsize=3, label=FAMILY_display(family),
                         linestyle="-" if family == "fse" else "none" if alone else "--")
             for _, row in group.iterrows():
                 ax.annotate(row["setting"].replace("penalty=", "λ=").replace("thresholds=", ""),

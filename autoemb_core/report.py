@@ -23,7 +23,8 @@ import pandas as pd
 from . import experiments as ex
 from . import frontier as fr
 from .atomic import atomic_write, write_json_atomic
-from .config import TABLE2, Config
+from .config import Config
+from .methods import FIXED, PAPER, RIVALS, TABLE2
 from .data import load_dataset
 from .interactions import DataError, Interactions
 from .stats import INCONCLUSIVE, REPRODUCED, claim_row as _row, seeds_needed
@@ -31,9 +32,7 @@ from .train import versions
 
 COLUMNS = ["claim", "dataset", "task", "metric", "method", "comparator", "bucket", "effect", "ci_low", "ci_high",
            "mde", "n_seeds", "paper_effect", "verdict"]
-FIXED = ("fixed-2", "fixed-16", "fixed-128")
 ORDERING = (("autoemb", "darts"), ("darts", "sam"), ("sam", "fse"), ("autoemb", "fse"))  # Table 2: A < B in loss
-CONTROLS = ("biases", "uniform", "random", "popularity-rule")  # AutoEmb must beat these (the fair-methods issue)
 PAPER_DATASET = "ml-20m"  # where paper_effect comes from
 
 
@@ -66,7 +65,7 @@ def table2_claims(runs: pd.DataFrame) -> list[dict]:
         frame = group.rename(columns={"online_loss": "loss"})
         present = set(frame["method"])
         metric = f"online {_loss_name(task)}, relative"
-        for name, pairs in (("Table 2: ordering", ORDERING), ("AutoEmb beats the controls", [("autoemb", c) for c in CONTROLS])):
+        for name, pairs in (("Table 2: ordering", ORDERING), ("AutoEmb beats the controls", [("autoemb", c) for c in RIVALS])):
             for method, comparator in pairs:
                 if {method, comparator} <= present:
                     rows.append(_row(name, dataset, task, metric, method, comparator,
@@ -252,7 +251,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
             selection = ex.select_weights(records, method="autoemb", side=s.side, stage="online", edges=edges)
             figures[f"figure7_{task}"] = plots.weights_by_popularity(selection, "autoemb", s.side)
         rows += early_claims(early_losses(paper_runs, s.early_fraction), dataset, s.early_fraction)
-        four = {k: r for k, r in paper_runs.items() if k[0] in ex.COMPARED}
+        four = {k: r for k, r in paper_runs.items() if k[0] in PAPER}
         if four:
             figures[f"figure8_{task}"] = plots.learning_curves(ex.learning_curves(four, "offline"))
         fixed = {k: r for k, r in by_task.items() if k[0] in FIXED}

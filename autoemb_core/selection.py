@@ -75,7 +75,6 @@ class Context:
 class Selector:
     """No spaces, no Theta: the base of every family."""
 
-    bilevel = False  # Theta trained by the bilevel step on validation data
     joint = False  # Theta trained with W on the training batch's loss
 
     def theta(self, view: View) -> dict:
@@ -109,7 +108,7 @@ class Controllers(Selector):
     trains them by the bilevel step, sam (``joint``) on the training batch's loss."""
 
     def __init__(self, cfg: Config, context: Context, joint: bool, make_optimizer, device, dtype):
-        self.cfg, self.context, self.joint, self.bilevel = cfg, context, joint, not joint
+        self.cfg, self.context, self.joint = cfg, context, joint
         self.controllers = torch.nn.ModuleDict({s: Controller(cfg) for s in SIDES}).to(device, dtype)
         self.optimizer = make_optimizer(self.controllers.parameters(), cfg.controller_lr)
 
@@ -168,8 +167,6 @@ class HardControllers(Controllers):
 
 class Logits(Selector):
     """darts: N free logits per id (softmax), zero at first (uniform), row-wise at ``logit_lr``."""
-
-    bilevel = True
 
     def __init__(self, cfg: Config, sizes: dict, generator, device, dtype):
         self.logits = {s: SparseRows(sizes[s], len(cfg.dims), cfg.table_optimizer, cfg.logit_lr, 0.0, generator,
@@ -245,12 +242,13 @@ class FixedRule(Selector):
 def make_selector(cfg: Config, context: Context, sizes: dict, tables: dict, generator, make_optimizer, device,
                   dtype) -> Selector:
     """The selector of ``cfg.method``; ``tables`` are W's embedding tables, which hard selection routes ids in."""
-    if cfg.method == "autoemb-hard":
+    kind = cfg.spec.selector
+    if kind == "hard-controllers":
         return HardControllers(cfg, context, tables, make_optimizer, device, dtype)
-    if cfg.method in ("autoemb", "sam"):
-        return Controllers(cfg, context, cfg.method == "sam", make_optimizer, device, dtype)
-    if cfg.method == "darts":
+    if kind == "controllers":
+        return Controllers(cfg, context, cfg.spec.theta == "joint", make_optimizer, device, dtype)
+    if kind == "logits":
         return Logits(cfg, sizes, generator, device, dtype)
-    if cfg.method in ("uniform", "random", "popularity-rule"):
+    if kind == "rule":
         return FixedRule(cfg, context, sizes, tables, device, dtype)
     return NoSelection()

@@ -38,21 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from autoemb_core.atomic import atomic_write  # noqa: E402
 from autoemb_core.config import Config  # noqa: E402
+from autoemb_core.methods import TABLE, TUNED  # noqa: E402
 
-W_RATES = {"table_lr": (0.05, 1.0), "lr": (1e-6, 3e-3)}  # lr down to 1e-6: on ml-100k the best
-# dense rate sat at the lower edge of an earlier range (5e-5), and a nearly frozen head did better still
-# log-uniform ranges of each method's settings; popularity_thresholds draws a first threshold and a ratio
-SPACE = {
-    "global-mean": {},
-    "item-mean": {"item_prior": (0.3, 100.0)},
-    "biases": {"table_lr": (0.05, 2.0), "lr": (1e-3, 0.1)},
-    "fse": W_RATES, "uniform": W_RATES, "random": W_RATES,
-    "popularity-rule": {**W_RATES, "popularity_thresholds": ((2, 64), (2, 32))},
-    "sam": {**W_RATES, "controller_lr": (1e-5, 1e-2)},
-    "autoemb": {**W_RATES, "controller_lr": (1e-5, 1e-2)},
-    "darts": {**W_RATES, "logit_lr": (0.01, 1.0)},
-}
-TUNED = tuple(SPACE)
+SPACE = {m: TABLE[m].space for m in TUNED}  # each method's log-uniform ranges, from the method table
 
 
 def log_uniform(rng, lo, hi) -> float:

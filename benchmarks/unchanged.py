@@ -47,7 +47,7 @@ def config(method: str, task: str, **extra):
 
 
 def runs() -> dict:
-    from autoemb_core.config import METHODS
+    from autoemb_core.methods import METHODS
     from autoemb_core.train import run
     return {f"{task}/{method}": fingerprint(run(config(method, task)))
             for task in ("regression", "classification") for method in METHODS}

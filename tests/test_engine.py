@@ -10,7 +10,8 @@ import torch
 
 import autoemb_core as ae
 from autoemb_core.__main__ import in_flags, main as cli
-from autoemb_core.config import BILEVEL, METHODS, SELECTING, Config
+from autoemb_core.config import Config
+from autoemb_core.methods import BILEVEL, METHODS, SELECTING
 from autoemb_core.model import SIDES, controller_features, loss_and_correct
 from autoemb_core.train import StreamingTrainer, run
 

@@ -253,7 +253,7 @@ def test_learning_curves_average_slices_of_a_stage():
 def test_defaults_give_the_quick_synthetic_run():
     setup = nbparams.notebook_setup("overall", {})
     assert setup.config.dataset == "synthetic" and setup.config.max_interactions == 10_000
-    assert setup.tasks == ["regression", "classification"] and setup.methods == list(ae.config.TABLE2)
+    assert setup.tasks == ["regression", "classification"] and setup.methods == list(ae.methods.TABLE2)
     assert setup.results_dir == ROOT / "results" / "synthetic" / "02_overall"
     assert setup.sources["max_interactions"] == "default" and setup.sources["device"] == "params/synthetic.yaml"
     assert str(ROOT) not in setup.table().to_string()

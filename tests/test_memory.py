@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import autoemb_core as ae
-from autoemb_core.config import METHODS, Config
+from autoemb_core.config import Config
+from autoemb_core.methods import METHODS
 from autoemb_core.train import StreamingTrainer, run, tensor_bytes
 
 FAST = dict(hidden=(8,), controller_hidden=(6,), batch_size=100, progress=False)

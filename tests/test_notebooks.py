@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from autoemb_core.config import TABLE2
+from autoemb_core.methods import TABLE2
 from autoemb_core.nbparams import NOTEBOOKS
 
 ROOT = Path(__file__).parents[1]
