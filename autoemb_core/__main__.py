@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import Config
+from .config import FIGURE1, SETTINGS, Config, resolve
 from .methods import METHODS
 from .data import dataset_names, load_dataset
 from .experiments import TABLE2, compare, overall_table, paper_table, save_table, save_tables
@@ -17,9 +17,29 @@ from .frontier import FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, points
 from .report import ReportSettings, frontier_report, report, summary_lines
 from .train import run
 
+TASKS = ("regression", "classification")
+
+
+def config_from_args(args) -> Config:
+    """The Config of a command's runs (:func:`autoemb_core.config.resolve`): every flag that names a setting and
+    was given is explicit, over ``--params`` and ``params/<dataset>.yaml``."""
+    folder = () if args.command == "run" else ("results_dir",)  # the others' --results-dir is their own folder
+    given = {k: v for k, v in vars(args).items() if k in SETTINGS and k not in folder and v is not None}
+    if getattr(args, "no_progress", False):
+        given["progress"] = False
+    return resolve(given, getattr(args, "params", None))
+
+
+def _grid(base: Config, methods, tasks) -> None:
+    """Check every (task, method) of a grid before any of it runs: Config says what is wrong with a name."""
+    for task in tasks:
+        for method in methods:
+            dataclasses.replace(base, task=task, method=method, sources={})  # named by the flag, not a file
+
 
 def _summary(args) -> dict:
-    data = load_dataset(args.dataset, args.data_dir, max_interactions=args.max_interactions)
+    cfg = config_from_args(args)
+    data = load_dataset(cfg.dataset, cfg.data_dir, max_interactions=cfg.max_interactions)
     summary = data.summary()
     for key, value in summary.items():
         print(f"{key:>28}: {value}")
@@ -32,10 +52,7 @@ def _download(args) -> None:
 
 
 def _run(args) -> dict:
-    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "method", "task", "seed", "max_interactions",
-                                               "results_dir", "device", *RUN_CONTROL, *MEMORY)}
-    overrides.update(progress=not args.no_progress, resume=args.resume or None)
-    cfg = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
+    cfg = config_from_args(args)
     result = run(cfg)
     folder = result.save(Path(cfg.results_dir) / f"{cfg.dataset}-{cfg.method}-{cfg.task}-seed{cfg.seed}")
     s = result.summary
@@ -54,10 +71,8 @@ def _run(args) -> dict:
 
 def _compare(args) -> int:
     """``compare`` and ``sweep``: Table 2's grid, in this process or on a scheduler; runs.csv and overall.md."""
-    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", *RUN_CONTROL)
-                 if getattr(args, k) is not None}
-    base = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
-    base = dataclasses.replace(base, progress=not args.no_progress, resume=args.resume)
+    base = config_from_args(args)
+    _grid(base, args.methods, args.tasks)
     folder = Path(args.results_dir)
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs", scheduler=args.scheduler,
                    workers=args.workers, gpus_per_run=args.gpus_per_run, reuse=args.command == "sweep")
@@ -77,26 +92,31 @@ def _compare(args) -> int:
 
 
 def _report(args) -> None:
-    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", *RUN_CONTROL)
-                 if getattr(args, k) is not None}
-    base = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
-    base = dataclasses.replace(base, progress=not args.no_progress, resume=args.resume)
-    folder = Path(args.results_dir or f"results/report/{base.dataset}")
-    settings = ReportSettings(base, folder, tuple(args.tasks), tuple(args.seeds), tuple(args.methods),
-                              figure1=not args.no_figure1, train_sizes=tuple(args.train_sizes), n_test=args.n_test,
-                              n_validation=args.n_validation, max_epochs=args.max_epochs,
-                              l2_grid=tuple(args.l2_grid), frontier=args.frontier, workers=args.workers,
-                              scheduler=args.scheduler, gpus_per_run=args.gpus_per_run, command=args.command_line)
+    base = config_from_args(args)
+    _grid(base, args.methods, args.tasks)
+    figure1 = None if args.no_figure1 else dataclasses.replace(
+        FIGURE1, train_sizes=tuple(args.train_sizes), n_test=args.n_test, n_validation=args.n_validation,
+        max_epochs=args.max_epochs, l2_grid=tuple(args.l2_grid))
+    _write_report(ReportSettings(base, Path(args.results_dir or f"results/report/{base.dataset}"), tuple(args.tasks),
+                                 tuple(args.seeds), tuple(args.methods), figure1=figure1, frontier=args.frontier,
+                                 workers=args.workers, scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
+                                 command=args.command_line))
+
+
+def _demo(args) -> None:
+    """The reproduction report at quick settings on the built-in synthetic stream (:meth:`ReportSettings.demo`);
+    it ends with the verdicts."""
+    _write_report(ReportSettings.demo(args.results_dir, progress=not args.no_progress, command=args.command_line))
+
+
+def _write_report(settings: ReportSettings) -> None:
     claims = report(settings)
     print("\n".join(summary_lines(claims)))
-    print(f"wrote {folder / 'REPORT.md'} and {folder / 'claims.csv'}")
+    print(f"wrote {settings.results_dir / 'REPORT.md'} and {settings.results_dir / 'claims.csv'}")
 
 
 def _frontier(args) -> None:
-    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "max_interactions", "device", "task")
-                 if getattr(args, k) is not None}
-    base = Config.from_yaml(args.params, **overrides) if args.params else Config.for_dataset(**overrides)
-    base = dataclasses.replace(base, progress=False)
+    base = dataclasses.replace(config_from_args(args), progress=False)
     thresholds = [_thresholds(t) for t in args.thresholds]
     settings = points(args.fse_widths, thresholds, args.penalties, fresh=not args.no_fresh, soft=not args.no_soft,
                       floor=not args.no_floor)
@@ -117,42 +137,41 @@ def _thresholds(text: str) -> tuple[int, ...]:
         raise DataError(f"--thresholds: {text!r} is not a comma-separated list of counts", hint="--thresholds 8,64 64,512") from None
 
 
-def _demo(args) -> None:
-    """The reproduction report at quick settings on the built-in synthetic stream: both tasks, 3 seeds, the
-    first 30,000 interactions; it ends with the verdicts."""
-    args.dataset, args.max_interactions = "synthetic", 30_000
-    args.data_dir = args.device = args.params = args.checkpoint_dir = args.checkpoint_every = args.grad_clip = None
-    args.resume, args.no_figure1, args.frontier, args.workers = False, False, False, 1
-    args.threads, args.scheduler, args.gpus_per_run = None, None, 0
-    args.methods, args.tasks, args.seeds = list(TABLE2), ["regression", "classification"], [0, 1, 2]
-    args.train_sizes, args.n_test, args.n_validation, args.max_epochs, args.l2_grid = [2, 8, 32], 10, 5, 10, [0.0]
-    _report(args)
-
-
-RUN_CONTROL = ("checkpoint_dir", "checkpoint_every", "grad_clip", "threads")
-MEMORY = ("fse_width", "storage", "move_init", "memory_penalty")  # run's settings for hard selection
-
 
 def _run_control(p) -> None:
     p.add_argument("--checkpoint-dir", default=None, help="keep a resumable checkpoint of each run here")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="batches between checkpoints (default: about every 5 minutes)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue from the checkpoint in --checkpoint-dir")
     p.add_argument("--grad-clip", type=float, default=None, help="clip gradients to this global L2 norm")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per run, saved with it (default: this process's; a dask worker's share)")
 
 
-def _grid(p, required: bool) -> None:
+def _grid_flags(p, required: bool) -> None:
     """The grid of sweep and report: dataset, methods, tasks and seeds (5, both tasks), and the shared settings."""
+    _dataset(p, required)
+    _methods(p, TASKS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    _settings(p)
+
+
+def _dataset(p, required: bool = False) -> None:
     p.add_argument("--dataset", required=required, default=None, help="one of: " + ", ".join(dataset_names()))
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--methods", nargs="+", default=list(TABLE2), choices=METHODS)
-    p.add_argument("--tasks", nargs="+", default=["regression", "classification"], choices=["regression", "classification"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+
+
+def _methods(p, tasks) -> None:
+    p.add_argument("--methods", nargs="+", default=list(TABLE2), help="any of: " + ", ".join(METHODS))
+    p.add_argument("--tasks", nargs="+", default=list(tasks), help="regression, classification or both")
+
+
+def _settings(p) -> None:
+    """--max-interactions, --device and --params: the settings every run command takes."""
     p.add_argument("--max-interactions", type=int, default=None)
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
-    p.add_argument("--params", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (cuda where there is one)")
+    p.add_argument("--params", default=None, help="a YAML file of settings (see params/); flags override it")
 
 
 def _scheduler(p, workers_help: str = "cells at a time: the local cluster's worker processes") -> None:
@@ -164,31 +183,28 @@ def _scheduler(p, workers_help: str = "cells at a time: the local cluster's work
                    help="GPU resource each run reserves on the workers (1, or 0.5 to share), and runs on cuda")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; ``parser.commands`` maps each command to its own parser."""
     parser = argparse.ArgumentParser(prog="python -m autoemb_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices
     p = sub.add_parser("summary", help="load a dataset and print its statistics")
-    p.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
-    p.add_argument("--data-dir", default=None)
+    _dataset(p, required=True)
     p.add_argument("--max-interactions", type=int, default=None)
     p.set_defaults(func=_summary)
     p = sub.add_parser("run", help="stream a dataset through one method and save its results")
-    p.add_argument("--dataset", default=None, help="one of: " + ", ".join(dataset_names()))
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--method", default=None, choices=METHODS)
-    p.add_argument("--task", default=None, choices=["regression", "classification"])
+    _dataset(p)
+    p.add_argument("--method", default=None, help="one of: " + ", ".join(METHODS))
+    p.add_argument("--task", default=None, help="regression or classification")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-interactions", type=int, default=None)
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
-    p.add_argument("--params", default=None, help="a YAML file of settings (see params/); flags override it")
+    _settings(p)
     p.add_argument("--results-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     p.add_argument("--fse-width", type=int, default=None, help="fse: the embedding size (default: sum of dims, 146)")
-    p.add_argument("--storage", default=None, choices=["full", "mixed"],
-                   help="popularity-rule: mixed stores each id at its size only (autoemb-hard always does)")
-    p.add_argument("--move-init", default=None, choices=["transfer", "fresh"],
-                   help="mixed storage: how a moved id's new row starts")
+    p.add_argument("--storage", default=None,
+                   help="full, or mixed: popularity-rule stores each id at its size only (autoemb-hard always does)")
+    p.add_argument("--move-init", default=None, help="mixed storage: how a moved id's new row starts, transfer or fresh")
     p.add_argument("--memory-penalty", type=float, default=None, help="autoemb-hard: pressure towards smaller sizes")
     p.set_defaults(func=_run)
     p = sub.add_parser("download", help="download and unpack a MovieLens archive from GroupLens")
@@ -196,14 +212,10 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_download)
     p = sub.add_parser("compare", help="the overall comparison (Table 2): methods x tasks x seeds")
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--methods", nargs="+", default=list(TABLE2), choices=METHODS)
-    p.add_argument("--tasks", nargs="+", default=["regression"], choices=["regression", "classification"])
+    _dataset(p)
+    _methods(p, ["regression"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--max-interactions", type=int, default=None)
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
-    p.add_argument("--params", default=None)
+    _settings(p)
     p.add_argument("--results-dir", default="results/compare")
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
@@ -211,7 +223,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=_compare)
     p = sub.add_parser("sweep", help="compare's grid as resumable cells, on dask.distributed: a finished cell is "
                                      "skipped, a killed one resumes from its checkpoint, a failed one is reported")
-    _grid(p, required=False)
+    _grid_flags(p, required=False)
     p.add_argument("--results-dir", required=True,
                    help="runs/<cell>/ (results), checkpoints/<cell>/ (while running), runs.csv, overall.md, table2.md; "
                         "on a cluster, a folder every worker sees")
@@ -220,15 +232,16 @@ def main(argv=None) -> int:
     _scheduler(p)
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="every claim of the paper, with its interval and verdict: REPORT.md, claims.csv")
-    _grid(p, required=True)
+    _grid_flags(p, required=True)
     p.add_argument("--results-dir", default=None, help="default: results/report/<dataset>; finished runs in it are reused")
     p.add_argument("--no-figure1", action="store_true", help="skip Figure 1's capacity study (many models)")
-    p.add_argument("--train-sizes", nargs="+", type=int, default=[8, 32, 128],
+    p.add_argument("--train-sizes", nargs="+", type=int, default=list(FIGURE1.train_sizes),
                    help="Figure 1's grid of x, training ratings per study user")
-    p.add_argument("--n-test", type=int, default=10, help="Figure 1's test ratings per study user")
-    p.add_argument("--n-validation", type=int, default=10, help="Figure 1's validation ratings per study user")
-    p.add_argument("--max-epochs", type=int, default=20, help="Figure 1: most epochs before early stopping")
-    p.add_argument("--l2-grid", nargs="+", type=float, default=[0.0],
+    p.add_argument("--n-test", type=int, default=FIGURE1.n_test, help="Figure 1's test ratings per study user")
+    p.add_argument("--n-validation", type=int, default=FIGURE1.n_validation,
+                   help="Figure 1's validation ratings per study user")
+    p.add_argument("--max-epochs", type=int, default=FIGURE1.max_epochs, help="Figure 1: most epochs before early stopping")
+    p.add_argument("--l2-grid", nargs="+", type=float, default=list(FIGURE1.l2_grid),
                    help="Figure 1: the embedding_l2 values tried per model, the best on validation kept")
     p.add_argument("--frontier", action="store_true", help="add the memory frontier (hard selection; see frontier)")
     p.add_argument("--no-progress", action="store_true")
@@ -236,13 +249,10 @@ def main(argv=None) -> int:
     _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's processes")
     p.set_defaults(func=_report)
     p = sub.add_parser("frontier", help="the memory frontier: online loss against embedding bytes, FRONTIER.md")
-    p.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--task", default="regression", choices=["regression", "classification"])
+    _dataset(p, required=True)
+    p.add_argument("--task", default=None, help="regression (the default) or classification")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--max-interactions", type=int, default=None)
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
-    p.add_argument("--params", default=None)
+    _settings(p)
     p.add_argument("--fse-widths", nargs="+", type=int, default=list(FSE_WIDTHS), help="FSE's widths")
     p.add_argument("--thresholds", nargs="+", default=[",".join(map(str, t)) for t in RULE_THRESHOLDS],
                    help="the popularity rule's thresholds, one comma-separated pair per point")
@@ -258,13 +268,18 @@ def main(argv=None) -> int:
     p.add_argument("--results-dir", default="results/demo")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = "python -m autoemb_core " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
         code = args.func(args)
         return code if isinstance(code, int) else 0  # compare and sweep: 1 when a run failed
     except (DataError, RuntimeError) as exc:
-        print(f"error: {in_flags(str(exc), sub.choices[args.command])}", file=sys.stderr)
+        print(f"error: {in_flags(str(exc), parser.commands[args.command])}", file=sys.stderr)
         return 2
 
 

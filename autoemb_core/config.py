@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import numbers
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .data import dataset_names
 from .interactions import DataError
 from .methods import METHODS, TABLE
 
-PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 TUNABLE = ("lr", "table_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
            "embedding_init_std", "embedding_l2")  # the settings a ``tuned:`` block of a params file may set
@@ -89,7 +93,8 @@ class Config:
     threads: int | None = None  # torch's CPU threads for the run (saved with it); None: as the process has them
     tuned: dict = field(default_factory=dict)  # {task: {method: {setting: value}}}, from a params file
     explicit: tuple[str, ...] = ()  # settings given explicitly: a tuned value never overrides them
-    params_file: str | None = field(default=None, repr=False)
+    sources: dict = field(default_factory=dict, repr=False, compare=False)  # setting -> the params file that set
+    # it, named in its error messages; not a setting
 
     def __post_init__(self):
         self.dims = tuple(int(d) for d in self.dims)
@@ -177,8 +182,11 @@ class Config:
 
     # -- checks and I/O -------------------------------------------------------------------------
     def validate(self) -> None:
-        choices = {"task": ("regression", "classification"), "method": METHODS, "device": ("cpu", "cuda", "auto"),
-                   "selection": ("mean", "sum"), "optimizer": ("adam", "sgd"),
+        """Every setting's check. An error names the setting, the params file it came from (if one did) and,
+        where it helps, a hint: the one place a run's settings are checked, for the CLI and the notebooks alike."""
+        where = self.sources.get
+        choices = {"dataset": dataset_names(), "task": ("regression", "classification"), "method": METHODS,
+                   "device": ("cpu", "cuda", "auto"), "selection": ("mean", "sum"), "optimizer": ("adam", "sgd"),
                    "hypergradient": ("exact", "finite-difference"), "unroll": ("optimizer", "sgd"),
                    "validation": ("uniform", "previous", "incoming", "holdout"),
                    "table_optimizer": ("adam", "adagrad", "sgd"), "storage": ("full", "mixed"),
@@ -186,54 +194,63 @@ class Config:
                    "predict_batchnorm": ("running", "batch")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise DataError(f"{name}={getattr(self, name)!r} is not valid", self.params_file,
-                                hint=f"choose one of {', '.join(allowed)}")
+                raise not_one_of(name, getattr(self, name), allowed, where(name))
+        for name in ("batch_size", "popularity_buckets", "record_alpha_every"):
+            if not _integer(getattr(self, name)):
+                raise must(name, "a positive integer", getattr(self, name), where(name))
         positive = ["batch_size", "lr", "controller_lr", "logit_lr", "popularity_buckets", "record_alpha_every",
                     "embedding_init_std", "checkpoint_minutes", "item_prior"]
         for name in positive:
             if not getattr(self, name) > 0:
-                raise DataError(f"{name} must be > 0, got {getattr(self, name)!r}", self.params_file)
+                raise must(name, "> 0", getattr(self, name), where(name))
+        if self.max_interactions is not None and not (_integer(self.max_interactions) and self.max_interactions >= 1):
+            raise must("max_interactions", "a positive integer or null (all)", self.max_interactions,
+                       where("max_interactions"))
+        for name in ("data_dir", "results_dir", "checkpoint_dir"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
+                raise must(name, "a folder path" + (" or null" if name != "results_dir" else ""),
+                           getattr(self, name), where(name))
         if not self.dims or sorted(self.dims) != list(self.dims) or min(self.dims) < 1:
-            raise DataError(f"dims must be increasing positive sizes, got {self.dims}", self.params_file)
+            raise must("dims", "increasing positive sizes", self.dims, where("dims"))
         if not 0 < self.offline_fraction < 1:
-            raise DataError(f"offline_fraction must be in (0, 1), got {self.offline_fraction}", self.params_file)
+            raise must("offline_fraction", "in (0, 1)", self.offline_fraction, where("offline_fraction"))
         if self.storage == "mixed" and TABLE[self.method].storage == "full":
             can = [m.name for m in TABLE.values() if m.storage != "full"]
             raise DataError(f"storage=mixed needs one space per id: it is for {' and '.join(can)}, not "
-                            f"{self.method}", self.params_file, hint="use storage: full, or method autoemb-hard")
-        if self.fse_width is not None and not (isinstance(self.fse_width, int) and self.fse_width >= 1):
-            raise DataError(f"fse_width must be a positive integer or null, got {self.fse_width!r}", self.params_file)
-        if not self.memory_penalty >= 0:
-            raise DataError(f"memory_penalty must be >= 0, got {self.memory_penalty!r}", self.params_file)
-        if not self.embedding_l2 >= 0:
-            raise DataError(f"embedding_l2 must be >= 0, got {self.embedding_l2!r}", self.params_file)
+                            f"{self.method}", where("storage"), hint="use storage: full, or method autoemb-hard")
+        if self.fse_width is not None and not (_integer(self.fse_width) and self.fse_width >= 1):
+            raise must("fse_width", "a positive integer or null", self.fse_width, where("fse_width"))
+        for name in ("memory_penalty", "embedding_l2"):
+            if not getattr(self, name) >= 0:
+                raise must(name, ">= 0", getattr(self, name), where(name))
         for name in ("grad_clip", "checkpoint_every", "table_lr", "threads"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise DataError(f"{name} must be > 0 or null, got {getattr(self, name)!r}", self.params_file)
+                raise must(name, "> 0 or null", getattr(self, name), where(name))
         if self.xi is not None and self.xi < 0:
-            raise DataError(f"xi must be >= 0 (0 = first order), got {self.xi}", self.params_file)
+            raise must("xi", ">= 0 (0 = first order)", self.xi, where("xi"))
         if not 0 < self.holdout_fraction < 1:
-            raise DataError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}", self.params_file)
+            raise must("holdout_fraction", "in (0, 1)", self.holdout_fraction, where("holdout_fraction"))
         t = self.rule_thresholds
         if len(t) != len(self.dims) - 1 or list(t) != sorted(set(t)) or (t and t[0] < 1):
-            raise DataError(f"popularity_thresholds must be {len(self.dims) - 1} increasing positive counts (one "
-                            f"fewer than dims), got {list(t)}", self.params_file)
+            raise must("popularity_thresholds", f"{len(self.dims) - 1} increasing positive counts (one fewer than "
+                       "dims)", list(t), where("popularity_thresholds"))
         self._validate_tuned()
 
     def _validate_tuned(self) -> None:
+        where = self.sources.get("tuned")
         if not isinstance(self.tuned, dict):
-            raise DataError("tuned must be a mapping {task: {method: {setting: value}}}", self.params_file)
+            raise DataError("tuned must be a mapping {task: {method: {setting: value}}}", where)
         for task, methods in self.tuned.items():
             if task not in ("regression", "classification") or not isinstance(methods, dict):
-                raise DataError(f"tuned: {task!r} is not a task with a mapping of methods", self.params_file,
+                raise DataError(f"tuned: {task!r} is not a task with a mapping of methods", where,
                                 hint="tuned: {regression: {fse: {lr: 0.001}}}")
             for method, values in methods.items():
                 if method not in METHODS or not isinstance(values, dict):
                     raise DataError(f"tuned.{task}: {method!r} is not a method with a mapping of settings",
-                                    self.params_file, hint=f"methods: {', '.join(METHODS)}")
+                                    where, hint=f"methods: {', '.join(METHODS)}")
                 bad = sorted(set(values) - set(TUNABLE))
                 if bad:
-                    raise DataError(f"tuned.{task}.{method}: {bad} cannot be tuned", self.params_file,
+                    raise DataError(f"tuned.{task}.{method}: {bad} cannot be tuned", where,
                                     hint=f"tunable settings: {', '.join(TUNABLE)}")
 
     # where a run's data, results and checkpoints are, and how it is watched: not part of what it computes
@@ -252,53 +269,144 @@ class Config:
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self) if f.name != "params_file"}
-
-    def with_overrides(self, **overrides) -> "Config":
-        """A copy with ``overrides`` (None values ignored) set and marked explicit."""
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        values = {**self.to_dict(), **overrides, "explicit": sorted(set(self.explicit) | set(overrides))}
-        return type(self).from_dict(values, self.params_file)
+                for f in dataclasses.fields(self) if f.name != "sources"}
 
     @classmethod
     def from_dict(cls, values: dict, source=None) -> "Config":
-        names = {f.name for f in dataclasses.fields(cls)} - {"params_file"}
-        unknown = sorted(set(values) - names)
+        """A Config of ``values``; ``source``, a params file or a mapping setting -> params file, is named in
+        errors. :func:`resolve` builds a run's Config from its files and the values given."""
+        sources = dict(source) if isinstance(source, dict) else {k: str(source) for k in values} if source else {}
+        unknown = sorted(set(values) - SETTINGS)
         if unknown:
-            raise DataError(f"unknown setting(s) {unknown}", source, hint="valid settings: " + ", ".join(sorted(names)))
+            raise DataError(f"unknown setting(s) {unknown}", sources.get(unknown[0]),
+                            hint="valid settings: " + ", ".join(sorted(SETTINGS)))
         try:
-            return cls(**values, params_file=str(source) if source else None)
+            return cls(**values, sources=sources)
         except (TypeError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
-            raise DataError(f"bad setting: {exc}", source) from None
+            files = set(sources.values())
+            raise DataError(f"bad setting: {exc}", files.pop() if len(files) == 1 else None) from None
+
+
+SETTINGS = frozenset(f.name for f in dataclasses.fields(Config)) - {"sources"}
+
+
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def not_one_of(name: str, value, allowed, where=None) -> DataError:
+    """The error for a value outside its choices: ``name='value' is not valid (did you mean ...?)``."""
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    return DataError(f"{name}={value!r} is not valid" + (f" (did you mean {close[0]!r}?)" if close else ""), where,
+                     hint="choose one of " + ", ".join(str(a) for a in allowed))
+
+
+def must(name: str, what: str, value, where=None, hint: str | None = None) -> DataError:
+    """The error for a value of the wrong kind or range: ``name must be <what>, got <value>``."""
+    return DataError(f"{name} must be {what}, got {value!r}", where, hint=hint)
+
+
+# -- where a run's settings come from --------------------------------------------------------------
+def params_dir() -> Path:
+    """``params/``: beside the package (a checkout or an editable install), else in the working directory or
+    one of its parents (else the working directory's, absent)."""
+    for candidate in (PACKAGE_PARENT, Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        if (candidate / "params" / "paper.yaml").is_file():
+            return candidate / "params"
+    return Path.cwd().resolve() / "params"
+
+
+def read_params(path) -> dict:
+    """A params file's settings: a YAML mapping of setting: value (the values are checked by Config)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such params file: {path}", hint="see the files under params/")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"not valid YAML: {exc}", path) from None
+    if not isinstance(values, dict):
+        raise DataError("expected a mapping of setting: value", path)
+    return values
+
+
+def layers(explicit: dict | None = None, params=None, defaults: dict | None = None) -> list[tuple[str, dict]]:
+    """The sources of a run's settings as (label, values), lowest first: a caller's ``defaults`` ("defaults"),
+    ``params/<dataset>.yaml`` (its path), the ``params`` file (its path) and the values given ("given"). The
+    dataset is the given one, else the params file's, else the defaults' or Config's."""
+    explicit, defaults = dict(explicit or {}), dict(defaults or {})
+    file = read_params(params) if params is not None else {}
+    name = explicit.get("dataset", file.get("dataset", defaults.get("dataset", Config.dataset)))
+    own = params_dir() / f"{name}.yaml"
+    found = [("defaults", defaults)]
+    if own.is_file():
+        found.append((str(own), read_params(own)))
+    if params is not None:
+        found.append((str(params), file))
+    return found + [("given", explicit)]
+
+
+def resolve(explicit: dict | None = None, params=None, defaults: dict | None = None) -> Config:
+    """A run's Config, for the CLI, the notebooks, the report and the benchmarks alike. Later sources win:
+
+        Config's defaults < ``defaults`` (a caller's own, such as a notebook's quick ones)
+        < params/<dataset>.yaml (every key, its tuned: block included) < the ``params`` file < ``explicit``
+
+    ``explicit`` holds the values given (None is a value: leave out what was not given). A value set by a file or
+    given counts as explicit even where it equals a default: a tuned value never overrides it. A later file's
+    tuned: block replaces an earlier one's for the same task and method."""
+    return from_layers(layers(explicit, params, defaults))
+
+
+def from_layers(found: list[tuple[str, dict]]) -> Config:
+    """:func:`resolve` on the sources :func:`layers` found."""
+    values, origin, tuned = {}, {}, {}
+    for label, layer in found:
+        for name, value in layer.items():
+            if name == "tuned":
+                tuned = _merge_tuned(tuned, value)
+            else:
+                values[name] = value
+            if label != "defaults":
+                origin[name] = label
+    explicit = sorted({*values.get("explicit", ()), *(k for k in origin if k not in ("tuned", "explicit"))})
+    files = {k: label for k, label in origin.items() if label != "given"}
+    return Config.from_dict({**values, "tuned": tuned, "explicit": explicit}, files)
+
+
+def _merge_tuned(into, block):
+    """``block``'s tuned values over ``into``'s, method by method (a method's values are one tuning's point)."""
+    if not isinstance(into, dict) or not isinstance(block, dict):
+        return block  # Config's check names what is wrong with it
+    merged = dict(into)
+    for task, methods in block.items():
+        merged[task] = {**into[task], **methods} if isinstance(into.get(task), dict) and isinstance(methods, dict) \
+            else methods
+    return merged
+
+
+@dataclass(frozen=True)
+class Figure1Settings:
+    """Figure 1's capacity study (:func:`autoemb_core.experiments.preliminary_study`): its grid and each
+    model's training budget. The defaults are the report's; :meth:`quick` is the demo's and notebook 01's."""
+
+    train_sizes: tuple[int, ...] = (8, 32, 128)  # the grid of x: training ratings per study user
+    n_test: int = 10  # held-out test ratings per study user, the same for every x
+    n_validation: int = 10  # validation ratings per study user, for early stopping
+    max_epochs: int = 20  # most epochs per model; training stops earlier when validation stalls
+    patience: int = 2  # epochs without a better validation loss before stopping
+    l2_grid: tuple[float, ...] = (0.0,)  # embedding_l2 values tried per model, the best on validation kept
 
     @classmethod
-    def from_yaml(cls, path, **overrides) -> "Config":
-        """Settings from a YAML file under ``params/``, then ``overrides`` (None values are ignored)."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"no such params file: {path}", hint="see the files under params/")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DataError(f"not valid YAML: {exc}", path) from None
-        if not isinstance(values, dict):
-            raise DataError("expected a mapping of setting: value", path)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values["explicit"] = sorted(set(values.get("explicit", ())) | (set(values) - {"tuned", "explicit"}))
-        return cls.from_dict(values, path)
+    def quick(cls) -> "Figure1Settings":
+        """A grid the first 30,000 interactions of ``synthetic`` can fill, in minutes."""
+        return cls(train_sizes=(2, 8, 32), n_validation=5, max_epochs=10)
 
-    @classmethod
-    def for_dataset(cls, **settings) -> "Config":
-        """``settings`` (None values ignored, the rest explicit) with the ``tuned:`` block of
-        ``params/<dataset>.yaml``, where there is one: what ``run`` and ``compare`` use without ``--params``."""
-        settings = {k: v for k, v in settings.items() if v is not None}
-        path = PARAMS_DIR / f"{settings.get('dataset', cls.dataset)}.yaml"
-        tuned = {}
-        if path.is_file():
-            try:
-                tuned = (yaml.safe_load(path.read_text()) or {}).get("tuned") or {}
-            except (yaml.YAMLError, AttributeError):
-                raise DataError("not a valid params file", path) from None
-        return cls.from_dict({**settings, "tuned": tuned, "explicit": sorted(settings)}, path if tuned else None)
+    def to_dict(self) -> dict:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
+
+
+FIGURE1 = Figure1Settings()

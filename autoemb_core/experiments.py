@@ -24,7 +24,7 @@ import torch
 
 from . import sweep
 from .atomic import atomic_write
-from .config import Config
+from .config import FIGURE1, Config
 from .methods import FIXED, PAPER, TABLE2, display
 from .data import load_dataset
 from .interactions import DataError, Interactions
@@ -200,8 +200,8 @@ class PreliminarySplit:
         return np.sort(np.concatenate([self.others, self.train[x]]))
 
 
-def preliminary_split(data: Interactions, n_test: int = 10, train_sizes=(1, 2, 4, 8, 16, 32),
-                      seed: int = 0, n_validation: int = 5) -> PreliminarySplit:
+def preliminary_split(data: Interactions, n_test: int = FIGURE1.n_test, train_sizes=FIGURE1.train_sizes,
+                      seed: int = 0, n_validation: int = FIGURE1.n_validation) -> PreliminarySplit:
     """The study users are those with at least ``n_test + n_validation + max(train_sizes)`` ratings."""
     train_sizes = sorted(int(x) for x in train_sizes)
     counts = np.bincount(data.user, minlength=data.n_users)
@@ -228,8 +228,8 @@ def preliminary_split(data: Interactions, n_test: int = 10, train_sizes=(1, 2, 4
                             np.flatnonzero(~study[data.user]))
 
 
-def preliminary_plan(data: Interactions, n_test: int = 10, train_sizes=(1, 2, 4, 8, 16, 32),
-                     seed: int = 0, n_validation: int = 5) -> pd.DataFrame:
+def preliminary_plan(data: Interactions, n_test: int = FIGURE1.n_test, train_sizes=FIGURE1.train_sizes,
+                     seed: int = 0, n_validation: int = FIGURE1.n_validation) -> pd.DataFrame:
     """The sizes of Figure 1's split, per x: study users, their training, validation and test ratings, and
     the other users' interactions in every training set. Raises the split's error early when no user has
     enough ratings."""
@@ -269,8 +269,9 @@ def fit_until_stop(trainer: StreamingTrainer, positions: np.ndarray, validation:
 
 
 def preliminary_study(base: Config, data: Interactions, methods=FIXED,
-                      train_sizes=(8, 32, 128, 256), n_test: int = 10, seeds=(0,), n_validation: int = 5,
-                      max_epochs: int = 20, patience: int = 2, l2_grid=(0.0,)) -> pd.DataFrame:
+                      train_sizes=FIGURE1.train_sizes, n_test: int = FIGURE1.n_test, seeds=(0,),
+                      n_validation: int = FIGURE1.n_validation, max_epochs: int = FIGURE1.max_epochs,
+                      patience: int = FIGURE1.patience, l2_grid=FIGURE1.l2_grid) -> pd.DataFrame:
     """Figure 1 as a capacity study: for each seed, x and fixed dimension, fresh models trained by
     :func:`fit_until_stop` on every interaction of the other users plus x ratings per study user, one per
     ``embedding_l2`` of ``l2_grid``, early-stopped on the study users' validation ratings; the one with the

@@ -1,22 +1,22 @@
 """The notebooks' parameters: one spec per notebook, checked in one place, with each dataset's defaults.
 
 Each notebook under ``notebooks/`` has one cell tagged ``parameters`` whose values are the defaults in
-:data:`NOTEBOOKS` (a test keeps the two equal). papermill injects its ``-p``/``-y``/``-f`` values after that
-cell, and the next cell calls :func:`notebook_setup`, which
+:data:`NOTEBOOKS` (a test keeps the two equal). papermill injects its ``-p``/``-y``/``-f`` values in a cell after
+that one, and the next cell calls :func:`notebook_setup`, which
 
 1. rejects names that are neither a parameter of the notebook nor a :class:`~autoemb_core.config.Config`
-   setting (papermill itself only warns about them), and values of the wrong type or range;
-2. resolves every setting, later sources winning:
-   ``Config`` defaults < the notebook's defaults < ``params/<dataset>.yaml`` < values given explicitly.
-   A value counts as given when it differs from the notebook's default. So ``-p dataset netflix`` takes
-   ``params/netflix.yaml`` (for example ``max_interactions: null``, the whole stream, instead of the quick
-   default), and ``-p max_interactions 100000`` still wins over the file.
-
-The notebook's knobs (``methods``, ``seeds``, the experiment's own) are not ``Config`` settings: they are
-checked here and handed to the experiment functions; everything else becomes the run's base ``Config``.
+   setting (papermill itself only warns about them), and checks the notebook's own knobs (``methods``,
+   ``seeds``, Figure 1's sizes, ...), which are handed to the experiment functions;
+2. builds the runs' base ``Config`` with :func:`autoemb_core.config.resolve`, as the command line does: the
+   values given > ``params/<dataset>.yaml`` > the notebook's defaults > ``Config``'s. Config checks them.
+   A value is given when papermill injected it (its injected-parameters cell, read from the kernel's input
+   history), even if it equals the notebook's default, or when it differs from that default. So
+   ``-p dataset netflix`` takes ``params/netflix.yaml``'s ``max_interactions: null``, the whole stream, and
+   ``-p max_interactions 10000`` keeps 10,000 even where that is the notebook's own default.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import types
@@ -27,22 +27,18 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
-from .config import Config
+from .config import SETTINGS, Config, Figure1Settings, from_layers, layers, must, not_one_of, params_dir
 from .methods import FIXED, METHODS, PAPER, TABLE2
-from .data import dataset_names, load_dataset
+from .data import load_dataset
 from .interactions import DataError, Interactions
 
-DEFAULT_DATASET = "synthetic"
-CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Config)) - {"params_file"}
+DEFAULT_DATASET = Config.dataset
 # Config settings a notebook sets itself from its knobs, never from a parameter of the same name.
-RESERVED = {"method": "methods", "seed": "seeds", "params_file": None}
+RESERVED = {"method": "methods", "seed": "seeds"}
+PAPERMILL = "# Parameters"  # the first line of the cell papermill injects
 
 
-# -- checks: each returns the normalised value or raises DataError --------------------------------
-def _bad(name: str, value, reason: str, hint: str | None = None) -> DataError:
-    return DataError(f"parameter {name}={value!r}: {reason}", hint=hint)
-
-
+# -- the notebooks' own knobs: each check returns the normalised value or raises DataError --------------
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -54,8 +50,8 @@ def _listed(name, value, scalar=(int, float, str)):
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise _bad(name, value, f"not a YAML or JSON list ({str(exc).splitlines()[0]})",
-                       f"e.g. -p {name} '[0, 1, 2]'") from None
+            raise must(name, f"a YAML or JSON list ({str(exc).splitlines()[0]})", value,
+                       hint=f"e.g. -p {name} '[0, 1, 2]'") from None
         return value
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -67,9 +63,7 @@ def _listed(name, value, scalar=(int, float, str)):
 def choice(*allowed) -> Callable:
     def check(name, value):
         if value not in allowed:
-            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-            raise _bad(name, value, "not allowed" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                       "choose one of " + ", ".join(repr(a) for a in allowed))
+            raise not_one_of(name, value, allowed)
         return value
     return check
 
@@ -78,11 +72,12 @@ def names_from(allowed) -> Callable:
     def check(name, value):
         items = _listed(name, value, scalar=str)
         if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) for v in items):
-            raise _bad(name, value, "expected a non-empty list of names",
-                       f"e.g. -y '{name}: [{allowed[0]}, {allowed[-1]}]' or -p {name} {allowed[0]},{allowed[-1]}")
+            raise must(name, "a non-empty list of names", value,
+                       hint=f"e.g. -y '{name}: [{allowed[0]}, {allowed[-1]}]' or -p {name} {allowed[0]},{allowed[-1]}")
         unknown = [v for v in items if v not in allowed]
         if unknown or len(set(items)) != len(items):
-            raise _bad(name, value, f"unknown or repeated {unknown or items}", "choose from " + ", ".join(allowed))
+            raise must(name, f"distinct names, not unknown or repeated {unknown or items}", value,
+                       hint="choose from " + ", ".join(allowed))
         return list(items)
     return check
 
@@ -91,43 +86,30 @@ def int_list(minimum: int = 0, increasing: bool = False) -> Callable:
     def check(name, value):
         items = _parsed(name, value, int)
         if not isinstance(items, (list, tuple)) or not items or not all(_is_int(v) and v >= minimum for v in items):
-            raise _bad(name, value, f"expected a non-empty list of integers >= {minimum}",
-                       f"e.g. -y '{name}: [0, 1, 2]' or -p {name} 0,1,2")
+            raise must(name, f"a non-empty list of integers >= {minimum}", value,
+                       hint=f"e.g. -y '{name}: [0, 1, 2]' or -p {name} 0,1,2")
         if len(set(items)) != len(items) or (increasing and list(items) != sorted(items)):
-            raise _bad(name, value, "expected distinct values" + (", increasing" if increasing else ""))
+            raise must(name, "distinct values" + (", increasing" if increasing else ""), value)
         return list(items)
     return check
 
 
-def positive_int(optional: bool = False) -> Callable:
-    def check(name, value):
-        if value is None and optional:
-            return None
-        if not _is_int(value) or value < 1:
-            raise _bad(name, value, "expected a positive integer" + (" or None (all)" if optional else ""))
-        return value
-    return check
+def positive_int(name, value):
+    if not _is_int(value) or value < 1:
+        raise must(name, "a positive integer", value)
+    return value
 
 
 def fraction(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise _bad(name, value, "expected a number in (0, 1]", f"e.g. -p {name} 0.2")
+        raise must(name, "a number in (0, 1]", value, hint=f"e.g. -p {name} 0.2")
     return float(value)
 
 
-def path_or_none(name, value):
-    if value is not None and not isinstance(value, (str, Path)):
-        raise _bad(name, value, "expected a folder path or None")
-    return None if value is None else str(value)
-
-
-def dataset_name(name, value):
-    valid = dataset_names()
-    if not isinstance(value, str) or value not in valid:
-        close = difflib.get_close_matches(str(value), valid, n=1)
-        raise _bad(name, value, "unknown dataset" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                   "valid names: " + ", ".join(valid))
-    return value
+def folder(name, value):
+    if not isinstance(value, (str, Path)):
+        raise must(name, "a folder path", value)
+    return str(value)
 
 
 def _parsed(name, value, kind):
@@ -145,7 +127,7 @@ def float_list(name, value):
     items = _parsed(name, value, float)
     if not isinstance(items, (list, tuple)) or not items or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in items):
-        raise _bad(name, value, "expected a non-empty list of numbers >= 0", f"e.g. -y '{name}: [0.0, 0.1]'")
+        raise must(name, "a non-empty list of numbers >= 0", value, hint=f"e.g. -y '{name}: [0.0, 0.1]'")
     return [float(v) for v in items]
 
 
@@ -163,8 +145,8 @@ def threshold_pairs(name, value):
     except (TypeError, ValueError):
         pairs = None
     if not pairs or any(len(p) < 1 or p != sorted(set(p)) or p[0] < 1 for p in pairs):
-        raise _bad(name, value, "expected a non-empty list of increasing positive thresholds per point",
-                   f"e.g. -y '{name}: [[8, 64], [64, 512]]' or -p {name} '8,64;64,512'")
+        raise must(name, "a non-empty list of increasing positive thresholds per point", value,
+                   hint=f"e.g. -y '{name}: [[8, 64], [64, 512]]' or -p {name} '8,64;64,512'")
     return pairs
 
 
@@ -172,52 +154,57 @@ def scheduler_address(name, value):
     """None (this kernel), ``local`` or a ``tcp://`` address: see :func:`autoemb_core.sweep.execute`."""
     if value is None or value == "local" or (isinstance(value, str) and value.startswith("tcp://")):
         return value
-    raise _bad(name, value, "expected None, 'local' or a 'tcp://HOST:PORT' address",
-               f"e.g. -p {name} local -p workers 2, or -p {name} tcp://10.0.0.5:8786")
+    raise must(name, "None, 'local' or a 'tcp://HOST:PORT' address", value,
+               hint=f"e.g. -p {name} local -p workers 2, or -p {name} tcp://10.0.0.5:8786")
 
 
 @dataclass(frozen=True)
 class Knob:
-    """One notebook parameter: its default, its check, and whether it is a Config setting."""
+    """One notebook parameter: its default and help, and either its check (a knob of the notebook's own) or
+    ``check=None`` for a Config setting, which goes into the runs' Config, checked there."""
 
     default: Any
-    check: Callable[[str, Any], Any]
+    check: Callable[[str, Any], Any] | None
     help: str
-    config: bool = False  # passed into Config under the same name (and may come from params/<dataset>.yaml)
+
+    @property
+    def config(self) -> bool:
+        return self.check is None
 
 
-def _common(task: Knob, methods: list, seeds: list, max_interactions, folder: str, allowed=METHODS,
+def _common(task: Knob, methods: list, seeds: list, max_interactions, folder_name: str, allowed=METHODS,
             workers: int = 1) -> dict:
     return {
-        "dataset": Knob(DEFAULT_DATASET, dataset_name, "dataset name; its defaults come from params/<dataset>.yaml"),
-        "data_dir": Knob(None, path_or_none, "folder holding <dataset>/; None: params/<dataset>.yaml's, "
-                         "else $AUTOEMB_DATA_DIR or ./data", config=True),
+        "dataset": Knob(DEFAULT_DATASET, None, "dataset name; its defaults come from params/<dataset>.yaml"),
+        "data_dir": Knob(None, None, "folder holding <dataset>/; None: params/<dataset>.yaml's, "
+                         "else $AUTOEMB_DATA_DIR or ./data"),
         "task": task,
         "methods": Knob(methods, names_from(allowed), "methods to run"),
         "seeds": Knob(seeds, int_list(0), "one run per seed"),
-        "max_interactions": Knob(max_interactions, positive_int(optional=True),
-                                 "keep the first N interactions in time; None: all", config=True),
-        "device": Knob("auto", choice("auto", "cpu", "cuda"), "cuda where there is one, else cpu", config=True),
+        "max_interactions": Knob(max_interactions, None, "keep the first N interactions in time; None: all"),
+        "device": Knob("auto", None, "cuda where there is one, else cpu"),
         "scheduler": Knob(None, scheduler_address, "None: the runs one after another in this kernel; 'local': a "
                           "dask cluster of `workers` processes here; 'tcp://HOST:PORT': an existing dask scheduler"),
-        "workers": Knob(workers, positive_int(), "runs at a time (in processes of their own, or local dask workers)"),
-        "results_dir": Knob(f"results/{{dataset}}/{folder}", path_or_none,
+        "workers": Knob(workers, positive_int, "runs at a time (in processes of their own, or local dask workers)"),
+        "results_dir": Knob(f"results/{{dataset}}/{folder_name}", folder,
                             "where tables and figures go; relative to the repository root; {dataset} is replaced"),
     }
 
 
-_ONE_TASK = Knob("regression", choice("regression", "classification"), "regression (MSE) or classification (CE)",
-                 config=True)
+_ONE_TASK = Knob("regression", None, "regression (MSE) or classification (CE)")
+QUICK = Figure1Settings.quick()  # notebook 01's Figure 1, the demo's
 
 NOTEBOOKS: dict[str, dict[str, Knob]] = {
     "preliminary": {
         **_common(_ONE_TASK, list(FIXED), [0, 1], 30_000, "01_preliminary",
                   allowed=FIXED),
-        "n_test": Knob(10, positive_int(), "held-out test ratings per study user"),
-        "n_validation": Knob(5, positive_int(), "validation ratings per study user (early stopping)"),
-        "train_sizes": Knob([2, 8, 32], int_list(1, increasing=True), "the grid of x, training ratings per study user"),
-        "max_epochs": Knob(10, positive_int(), "most epochs per model; training stops earlier when validation stalls"),
-        "patience": Knob(2, positive_int(), "epochs without a better validation loss before stopping"),
+        "n_test": Knob(QUICK.n_test, positive_int, "held-out test ratings per study user"),
+        "n_validation": Knob(QUICK.n_validation, positive_int, "validation ratings per study user (early stopping)"),
+        "train_sizes": Knob(list(QUICK.train_sizes), int_list(1, increasing=True),
+                            "the grid of x, training ratings per study user"),
+        "max_epochs": Knob(QUICK.max_epochs, positive_int,
+                           "most epochs per model; training stops earlier when validation stalls"),
+        "patience": Knob(QUICK.patience, positive_int, "epochs without a better validation loss before stopping"),
     },
     "overall": {
         **_common(Knob("both", choice("regression", "classification", "both"),
@@ -227,10 +214,9 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
     "popularity": {
         **_common(_ONE_TASK, list(PAPER), [0, 1], 20_000, "03_popularity"),
         "side": Knob("user", choice("user", "item"), "whose popularity the buckets of Figures 6 and 7 count"),
-        "min_samples": Knob(200, positive_int(), "the top popularity bucket holds at least this many samples"),
+        "min_samples": Knob(200, positive_int, "the top popularity bucket holds at least this many samples"),
         "weights_method": Knob("autoemb", choice("autoemb", "sam", "darts"), "whose weights Figure 7 shows"),
-        "record_alpha_every": Knob(2, positive_int(), "record the selection weights every this many batches",
-                                   config=True),
+        "record_alpha_every": Knob(2, None, "record the selection weights every this many batches"),
     },
     "memory": {
         **{k: v for k, v in _common(_ONE_TASK, ["fse"], [0, 1], 10_000, "05_memory", workers=2).items()
@@ -243,19 +229,15 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
     },
     "data_efficiency": {
         **_common(_ONE_TASK, list(PAPER), [0, 1], 20_000, "04_data_efficiency"),
-        "points": Knob(20, positive_int(), "points along the offline stage"),
+        "points": Knob(20, positive_int, "points along the offline stage"),
         "early_fraction": Knob(0.2, fraction, "the early, data-poor part of the offline stage that the claim reads"),
     },
 }
 
 
 def repo_root() -> Path:
-    """The repository holding ``params/`` and ``notebooks/``: the package's parent for an editable install,
-    else the working directory or one of its parents."""
-    for candidate in (Path(__file__).resolve().parents[1], Path.cwd().resolve(), *Path.cwd().resolve().parents):
-        if (candidate / "params" / "paper.yaml").is_file():
-            return candidate
-    return Path.cwd().resolve()
+    """The repository holding ``params/`` and ``notebooks/``."""
+    return params_dir().parent
 
 
 def _literal(value) -> bool:
@@ -327,61 +309,76 @@ def notebook_setup(notebook: str, namespace: dict, before=frozenset()) -> Setup:
     ``before`` holds the names defined before the parameters cell. Any other name holding a value papermill
     could have injected that is neither a parameter of ``notebook`` nor a Config setting is an error."""
     if notebook not in NOTEBOOKS:
-        raise DataError(f"unknown notebook {notebook!r}", hint="one of " + ", ".join(NOTEBOOKS))
+        raise not_one_of("notebook", notebook, list(NOTEBOOKS))
     spec = NOTEBOOKS[notebook]
     new = {k for k, v in namespace.items()
            if k not in before and not k.startswith("_") and not isinstance(v, types.ModuleType) and _literal(v)}
     reserved = sorted(new & set(RESERVED))
     if reserved:
         raise DataError(f"parameter(s) {reserved} cannot be set in this notebook",
-                        hint="; ".join(f"use {RESERVED[r]}" for r in reserved if RESERVED[r]) or None)
-    unknown = sorted(new - set(spec) - CONFIG_FIELDS)
+                        hint="; ".join(f"use {RESERVED[r]}" for r in reserved))
+    unknown = sorted(new - set(spec) - SETTINGS)
     if unknown:
-        close = {u: difflib.get_close_matches(u, [*spec, *CONFIG_FIELDS], n=1) for u in unknown}
+        close = {u: difflib.get_close_matches(u, [*spec, *SETTINGS], n=1) for u in unknown}
         said = ", ".join(f"{u!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for u, c in close.items())
         raise DataError(f"unknown parameter(s) {said} for notebook {notebook!r}",
                         hint="its parameters: " + ", ".join(spec) + "; any Config setting is accepted too")
 
-    values, sources = {}, {}
-    for name, knob in spec.items():
-        value = knob.check(name, namespace.get(name, knob.default))
-        values[name] = value
-        sources[name] = "default" if value == knob.check(name, knob.default) else "given"
+    values = {name: namespace.get(name, knob.default) for name, knob in spec.items()}
+    values.update({name: knob.check(name, values[name]) for name, knob in spec.items() if not knob.config})
     if "weights_method" in values and values["weights_method"] not in values["methods"]:
-        raise _bad("weights_method", values["weights_method"], f"not among methods {values['methods']}",
-                   "add it to methods or choose one of them")
-    extra = {name: namespace[name] for name in sorted(new & CONFIG_FIELDS - set(spec))}
-    sources.update({name: "given" for name in extra})
+        raise must("weights_method", f"one of methods {values['methods']}", values["weights_method"],
+                   hint="add it to methods or choose one of them")
+    injected = _injected(namespace, spec)
+    given = [name for name, knob in spec.items() if name in injected or values[name] != _default(name, knob)]
+    given += sorted(new & SETTINGS - set(spec))  # any other Config setting
+    sources = {name: "given" if name in given else "default" for name in spec}
 
     root = repo_root()
-    dataset = values["dataset"]
-    path = root / "params" / f"{dataset}.yaml"
-    if path.is_file():
-        label = f"params/{path.name}"
-        for name, value in (yaml.safe_load(path.read_text()) or {}).items():
-            if name == "dataset" or sources.get(name) == "given" or (name in spec and not spec[name].config):
-                continue  # the file's own name, a value given explicitly, or a knob that is the notebook's own
-            if name in spec:
-                values[name] = spec[name].check(name, value)
-            else:
-                extra[name] = value
-            sources[name] = label
+    found = layers({name: values.get(name, namespace.get(name)) for name in given if name in SETTINGS
+                    and (name not in spec or spec[name].config)},
+                   defaults={name: knob.default for name, knob in spec.items() if knob.config})
+    for label, layer in found[1:]:
+        for name in layer:
+            if label != "given" and (name == "dataset" or (name in spec and not spec[name].config)):
+                continue  # the file's own name, or a knob of the notebook's own (02's task)
+            sources[name] = "given" if label == "given" else _display_path(label, root)
+    config = from_layers(found)
+    values.update({name: getattr(config, name) for name, knob in spec.items() if knob.config})
 
-    settings = {**{name: values[name] for name, knob in spec.items() if knob.config}, **extra, "dataset": dataset}
-    if settings.get("data_dir") is not None:
-        settings["data_dir"] = str(_resolve_input(Path(settings["data_dir"]), root))
-    if settings.get("checkpoint_dir") is not None and not Path(settings["checkpoint_dir"]).is_absolute():
-        settings["checkpoint_dir"] = str(root / settings["checkpoint_dir"])  # like results_dir
-    results_dir = Path(str(values["results_dir"]).replace("{dataset}", dataset))
+    moved = {}  # relative folders: the input from where it is found, the outputs under the repository root
+    if config.data_dir is not None:
+        moved["data_dir"] = str(_resolve_input(Path(config.data_dir), root))
+    if config.checkpoint_dir is not None and not Path(config.checkpoint_dir).is_absolute():
+        moved["checkpoint_dir"] = str(root / config.checkpoint_dir)
+    results_dir = Path(str(values["results_dir"]).replace("{dataset}", config.dataset))
     results_dir = results_dir if results_dir.is_absolute() else root / results_dir
-    settings["results_dir"] = str(results_dir)
-    # a tuned value (params file's tuned: block) never overrides a value given or set in the file itself
-    settings["explicit"] = sorted(k for k in settings if sources.get(k, "default") != "default" and k != "tuned")
-    try:
-        config = Config.from_dict(settings)
-    except DataError as exc:
-        raise DataError(f"bad setting for notebook {notebook!r}: {exc}") from None
+    config = dataclasses.replace(config, results_dir=str(results_dir), **moved)
     return Setup(notebook, config, values, results_dir, sources, root)
+
+
+def _default(name: str, knob: Knob):
+    return knob.default if knob.config else knob.check(name, knob.default)
+
+
+def _injected(namespace: dict, spec: dict) -> set[str]:
+    """The parameters papermill injected, whatever their values: the names its injected-parameters cell
+    assigns. IPython keeps the source of every cell run in ``In``; going back from this cell, the first that
+    assigns a parameter is papermill's (it begins with ``# Parameters``) or the parameters cell itself (then
+    nothing was injected since). Outside a kernel (a plain dict), none."""
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return set()
+    for source in reversed(history[:-1]):  # the last is the cell running this
+        try:
+            tree = ast.parse(source) if isinstance(source, str) else None
+        except SyntaxError:
+            continue
+        names = {t.id for node in getattr(tree, "body", ()) if isinstance(node, ast.Assign)
+                 for t in node.targets if isinstance(t, ast.Name)}
+        if names & set(spec):
+            return names if source.lstrip().startswith(PAPERMILL) else set()
+    return set()
 
 
 def _resolve_input(path: Path, root: Path) -> Path:

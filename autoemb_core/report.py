@@ -23,7 +23,7 @@ import pandas as pd
 from . import experiments as ex
 from . import frontier as fr
 from .atomic import atomic_write, write_json_atomic
-from .config import Config
+from .config import FIGURE1, Config, Figure1Settings, resolve
 from .methods import FIXED, PAPER, RIVALS, TABLE2
 from .data import load_dataset
 from .interactions import DataError, Interactions
@@ -188,13 +188,7 @@ class ReportSettings:
     side: str = "user"
     min_samples: int = 200
     early_fraction: float = 0.2
-    figure1: bool = True  # the capacity study (the slowest part on a large stream)
-    n_test: int = 10
-    n_validation: int = 10
-    train_sizes: tuple = (8, 32, 128)
-    max_epochs: int = 20
-    patience: int = 2
-    l2_grid: tuple = (0.0,)
+    figure1: Figure1Settings | None = FIGURE1  # Figure 1's capacity study (slowest on a large stream); None: skip
     frontier: bool = False  # the memory frontier (hard selection), on the regression task
     frontier_points: tuple = ()  # its settings (frontier.Point); empty: frontier.points()
     workers: int = 1  # runs at a time: the local dask cluster's workers, or without a scheduler the frontier's processes
@@ -202,10 +196,15 @@ class ReportSettings:
     gpus_per_run: float = 0
     command: str = ""
 
-    FIGURE1 = ("n_test", "n_validation", "train_sizes", "max_epochs", "patience", "l2_grid")
-
     def figure1_settings(self) -> dict:
-        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v for k in self.FIGURE1}
+        return self.figure1.to_dict()
+
+    @classmethod
+    def demo(cls, results_dir, progress: bool = True, command: str = "") -> "ReportSettings":
+        """``python -m autoemb_core demo``: the report at quick settings on the built-in synthetic stream, its
+        first 30,000 interactions, both tasks, 3 seeds and Figure 1's quick grid."""
+        base = resolve({"dataset": "synthetic", "max_interactions": 30_000, **({} if progress else {"progress": False})})
+        return cls(base, Path(results_dir), seeds=(0, 1, 2), figure1=Figure1Settings.quick(), command=command)
 
 
 def figure1_task(tasks) -> str:
@@ -271,7 +270,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
         rows += fr.frontier_claims(memory["runs"])
         figures["memory_frontier"] = plots.frontier(memory["table"], "regression", f"Memory frontier on {dataset}")
     claims = claims_frame(rows)
-    truth = generator_capacity(dataset, s.train_sizes) if s.figure1 else None
+    truth = generator_capacity(dataset, s.figure1.train_sizes) if s.figure1 else None
     figure_dir = folder / "figures"
     for name, fig in figures.items():
         plots.save(fig, figure_dir, name, close=True)
@@ -384,8 +383,9 @@ def preliminary(s: ReportSettings, base: Config, data: Interactions, folder: Pat
         previous = json.loads(settings_path.read_text())
         if {k: previous.get(k) for k in key} == key and not base.resolved().differences(previous.get("config", {})):
             return pd.read_csv(saved)
-    study = ex.preliminary_study(base, data, FIXED, s.train_sizes, s.n_test, s.seeds, s.n_validation,
-                                 s.max_epochs, s.patience, s.l2_grid)
+    f = s.figure1
+    study = ex.preliminary_study(base, data, FIXED, f.train_sizes, f.n_test, s.seeds, f.n_validation, f.max_epochs,
+                                 f.patience, f.l2_grid)
     ex.save_frame(study, folder, "figure1_runs")
     write_json_atomic(settings_path, {**key, "config": base.resolved().to_dict()})
     return study

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autoemb_core.atomic import atomic_write  # noqa: E402
-from autoemb_core.config import Config  # noqa: E402
+from autoemb_core.config import resolve  # noqa: E402
 from autoemb_core.experiments import TABLE2, compare, overall_table, paper_table  # noqa: E402
 from autoemb_core.stats import paired_interval  # noqa: E402
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     folder = Path(args.results_dir or ROOT / "results" / "table2" / args.dataset)
     folder.mkdir(parents=True, exist_ok=True)
-    base = Config.for_dataset(dataset=args.dataset, data_dir=args.data_dir, progress=False)
+    base = resolve({"dataset": args.dataset, "data_dir": args.data_dir, "progress": False})
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
     runs.to_csv(folder / "runs.csv", index=False)
     ratios = []

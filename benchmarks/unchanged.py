@@ -42,8 +42,8 @@ def fingerprint(result) -> dict:
 
 
 def config(method: str, task: str, **extra):
-    from autoemb_core.config import Config
-    return Config.for_dataset(**STREAM, method=method, task=task, **extra)
+    from autoemb_core.config import resolve
+    return resolve({**STREAM, "method": method, "task": task, **extra})
 
 
 def runs() -> dict:

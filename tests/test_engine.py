@@ -327,7 +327,9 @@ def test_cli_run_writes_results(tmp_path, capsys):
 
 def test_cli_bad_arguments_get_a_clear_message(tmp_path, capsys):
     assert cli(["run", "--dataset", "nope", "--method", "fse"]) == 2
-    assert "valid names" in capsys.readouterr().err
+    assert "--dataset 'nope' is not valid" in (err := capsys.readouterr().err) and "choose one of" in err
+    assert cli(["run", "--method", "autoemd"]) == 2  # one message, from Config, naming the flag
+    assert "error: --method 'autoemd' is not valid (did you mean 'autoemb'?)" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: -1\n")
     assert cli(["run", "--params", str(bad), "--dataset", "synthetic-tiny"]) == 2

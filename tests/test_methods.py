@@ -8,7 +8,7 @@ import torch
 
 import autoemb_core as ae
 from autoemb_core.__main__ import main as cli
-from autoemb_core.config import Config
+from autoemb_core.config import Config, resolve
 from autoemb_core.interactions import DataError, binary_label, class_label
 from autoemb_core.model import SIDES, SparseRows, optimizer_step
 from autoemb_core.selection import popularity_rule
@@ -219,20 +219,20 @@ def test_tuned_values_apply_to_their_method_unless_given_explicitly(tmp_path):
     params = tmp_path / "p.yaml"
     params.write_text("dataset: synthetic-tiny\nlr: 0.002\ntuned:\n  regression:\n"
                       "    fse: {table_lr: 0.07, lr: 0.009}\n    darts: {logit_lr: 0.3}\n")
-    cfg = Config.from_yaml(params, method="fse")
+    cfg = resolve({"method": "fse"}, params)
     assert cfg.resolved().table_lr == 0.07 and cfg.resolved().lr == 0.002  # lr is explicit in the file
-    assert Config.from_yaml(params, method="fse", table_lr=0.5).resolved().table_lr == 0.5
+    assert resolve({"method": "fse", "table_lr": 0.5}, params).resolved().table_lr == 0.5
     import dataclasses
     darts = dataclasses.replace(cfg, method="darts").resolved()
     assert darts.logit_lr == 0.3 and darts.table_lr == Config().table_lr
     assert dataclasses.replace(cfg, task="classification").resolved().table_lr == Config().table_lr
-    assert cfg.with_overrides(table_lr=0.4).resolved().table_lr == 0.4
+    assert resolve({"method": "fse", "table_lr": 0.2}, params).resolved().table_lr == 0.2  # given at the default
 
 
 def test_a_run_records_the_tuned_values_it_used(tmp_path, tiny):
     params = tmp_path / "p.yaml"
     params.write_text("dataset: synthetic-tiny\ntuned:\n  regression:\n    fse: {table_lr: 0.07}\n")
-    result = run(Config.from_yaml(params, method="fse", max_interactions=600, **SMALL), tiny)
+    result = run(resolve({"method": "fse", "max_interactions": 600, **SMALL}, params), tiny)
     assert result.summary["tuned"] == {"table_lr": 0.07} and result.summary["config"]["table_lr"] == 0.07
 
 
@@ -245,7 +245,7 @@ def test_a_bad_tuned_block_gets_a_clear_message(tmp_path, block, message):
     params = tmp_path / "p.yaml"
     params.write_text("dataset: synthetic-tiny\n" + block)
     with pytest.raises(DataError, match=message) as info:
-        Config.from_yaml(params)
+        resolve(params=params)
     assert "p.yaml" in str(info.value)
 
 

@@ -92,9 +92,9 @@ def test_the_figures_on_a_netflix_folder_with_papermill(tmp_path, netflix_dir, n
 
 
 @pytest.mark.parametrize("parameters, words", [
-    ({"dataset": "netflx"}, "unknown dataset"),
+    ({"dataset": "netflx"}, "dataset='netflx' is not valid"),
     ({"methods": "fse,autoemb", "seedz": [1]}, "unknown parameter.*seedz"),
-    ({"max_interactions": -5}, "max_interactions=-5"),
+    ({"max_interactions": -5}, "max_interactions must be a positive integer or null .*, got -5"),
 ])
 def test_bad_parameters_stop_the_first_cells_with_a_message(tmp_path, parameters, words):
     pm = pytest.importorskip("papermill")

@@ -50,8 +50,8 @@ def failed_cell(out: Path, index: int, message: str):
 def test_a_bad_value_fails_the_setup_cell_and_the_command(tmp_path):
     done, out = papermill_cli(tmp_path, "-p", "task", "regresion")
     assert done.returncode == 1, done.stderr[-2000:]
-    error = failed_cell(out, SETUP_CELL, r"parameter task='regresion': not allowed \(did you mean 'regression'\?\)")
-    assert "choose one of 'regression', 'classification', 'both'" in error.evalue  # the hint
+    error = failed_cell(out, SETUP_CELL, r"task='regresion' is not valid \(did you mean 'regression'\?\)")
+    assert "choose one of regression, classification, both" in error.evalue  # the hint
     assert "did you mean 'regression'" in done.stderr  # the command says it too
     # the cell shows the message, its hint and two lines of where, not IPython's 40-line traceback
     shown = "\n".join(error.traceback)

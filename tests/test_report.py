@@ -11,7 +11,6 @@ from autoemb_core import experiments as ex
 from autoemb_core import report as rp
 from autoemb_core import sweep
 from autoemb_core.__main__ import main
-from autoemb_core.config import Config
 from autoemb_core.stats import NOT_REPRODUCED, REPRODUCED
 from autoemb_core.train import RunResult
 
@@ -95,10 +94,8 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
     argv = ["report", "--dataset", "synthetic-tiny", "--seeds", "0", "1", "--max-interactions", "3000",
             "--methods", "biases", "fse", "uniform", "random", "popularity-rule", "sam", "darts", "autoemb",
             "--train-sizes", "1", "4", "--n-test", "2", "--n-validation", "2", "--max-epochs", "2", "--results-dir", str(folder),
-            "--no-progress"]
-    original = Config.for_dataset
-    monkeypatch.setattr(Config, "for_dataset", classmethod(lambda cls, **kw: original(**kw).with_overrides(
-        hidden=(8,), controller_hidden=(6,), batch_size=50, record_alpha_every=1)))
+            "--no-progress", "--params", str(tmp_path / "small.yaml")]
+    (tmp_path / "small.yaml").write_text("hidden: [8]\ncontroller_hidden: [6]\nbatch_size: 50\nrecord_alpha_every: 1\n")
     open_before = set(plt.get_fignums())
     assert main(argv) == 0
     assert set(plt.get_fignums()) <= open_before, "the report leaves its figures open (each run of it leaks them)"
