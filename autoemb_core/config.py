@@ -49,6 +49,7 @@ class Config:
     popularity_thresholds: tuple[int, ...] | None = None  # popularity-rule: space n for popularity in
     # [thresholds[n-1], thresholds[n]); N - 1 increasing thresholds, so d grows with popularity; None: 8, 64, ...
     fse_width: int | None = None  # fse's embedding size; None: sum(dims), the paper's FSE with AutoEmb's memory
+    mf_width: int | None = None  # mf's factor width; None: sum(dims), FSE's memory (146 by default)
     storage: str = "full"  # full: every id keeps all sum(dims) dimensions; mixed (autoemb-hard always, and
     # popularity-rule): one table per size, each id one row in the table of its chosen space (autoemb_core.mixed)
     move_init: str = "transfer"  # mixed storage: an id's row in its new space starts from its old row carried
@@ -113,9 +114,8 @@ class Config:
         """Width of each embedding table row."""
         if self.spec.width is not None:
             return self.spec.width
-        if self.method == "fse" and self.fse_width is not None:
-            return self.fse_width
-        return sum(self.dims)
+        chosen = getattr(self, self.spec.width_setting) if self.spec.width_setting else None
+        return sum(self.dims) if chosen is None else chosen
 
     @property
     def spec(self):
@@ -218,8 +218,9 @@ class Config:
             can = [m.name for m in TABLE.values() if m.storage != "full"]
             raise DataError(f"storage=mixed needs one space per id: it is for {' and '.join(can)}, not "
                             f"{self.method}", where("storage"), hint="use storage: full, or method autoemb-hard")
-        if self.fse_width is not None and not (_integer(self.fse_width) and self.fse_width >= 1):
-            raise must("fse_width", "a positive integer or null", self.fse_width, where("fse_width"))
+        for name in ("fse_width", "mf_width"):
+            if getattr(self, name) is not None and not (_integer(getattr(self, name)) and getattr(self, name) >= 1):
+                raise must(name, "a positive integer or null", getattr(self, name), where(name))
         for name in ("memory_penalty", "embedding_l2"):
             if not getattr(self, name) >= 0:
                 raise must(name, ">= 0", getattr(self, name), where(name))

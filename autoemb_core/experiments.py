@@ -25,10 +25,13 @@ import torch
 from . import sweep
 from .atomic import atomic_write
 from .config import FIGURE1, Config
-from .methods import FIXED, PAPER, TABLE2, display
 from .data import load_dataset
 from .interactions import DataError, Interactions
+from .learner import Learner
+from .methods import FIXED, PAPER, TABLE2, display
+from .model import loss_and_correct
 from .progress import Bar
+from .stream import Stream
 from .train import StreamingTrainer
 
 METRICS = {"regression": ("MSE", "online_loss"), "classification": ("CE", "online_loss")}
@@ -239,26 +242,25 @@ def preliminary_plan(data: Interactions, n_test: int = FIGURE1.n_test, train_siz
                          "test ratings": len(split.test)}, index=pd.Index(list(split.train), name="x"))
 
 
-def fit_until_stop(trainer: StreamingTrainer, positions: np.ndarray, validation: np.ndarray, test: np.ndarray,
+def fit_until_stop(learner: Learner, stream: Stream, positions: np.ndarray, validation: np.ndarray, test: np.ndarray,
                    max_epochs: int = 20, patience: int = 2, seed: int = 0) -> dict:
-    """Train ``trainer``'s W in epochs over ``positions`` of its stream (shuffled each epoch, seeded), until
-    the mean loss on ``validation`` has not improved for ``patience`` epochs; returns the test loss and
-    accuracy at the best validation epoch, that epoch and its validation loss. Nothing is predicted or
-    scored online: this is offline training, for Figure 1's capacity study."""
-    data, rng = trainer.data, np.random.default_rng([seed, 7])
+    """Train ``learner`` in epochs over ``positions`` of ``stream`` (shuffled each epoch, seeded), until the mean
+    loss on ``validation`` has not improved for ``patience`` epochs; returns the test loss and accuracy at the
+    best validation epoch, that epoch and its validation loss. Nothing is predicted or scored online: this is
+    offline training, for Figure 1's capacity study."""
+    rng = np.random.default_rng([seed, 7])
 
     def score(part):
-        loss, correct = trainer.evaluate(data.user[part], data.item[part], data.rating[part])
+        view = stream.view(torch.as_tensor(part, device=stream.device))
+        with torch.no_grad():
+            loss, correct = loss_and_correct(learner.predict(view)[0], view.target, stream.task)
         return float(loss.mean()), float(correct.float().mean())
 
     best = {"validation_loss": float("inf"), "epoch": 0}
     for epoch in range(1, max_epochs + 1):
-        order = torch.as_tensor(rng.permutation(positions), device=trainer.device)
-        for chunk in order.split(trainer.cfg.batch_size):
-            view = trainer.view(chunk)
-            with torch.no_grad():
-                weights = trainer.selection(view, trainer.theta(view))
-            trainer.learn(view, weights)
+        order = torch.as_tensor(rng.permutation(positions), device=stream.device)
+        for chunk in order.split(learner.cfg.batch_size):
+            learner.learn(stream.view(chunk))
         val_loss = score(validation)[0]
         if val_loss < best["validation_loss"]:
             loss, accuracy = score(test)
@@ -291,7 +293,8 @@ def preliminary_study(base: Config, data: Interactions, methods=FIXED,
                     cfg = dataclasses.replace(base, method=method, seed=seed, embedding_l2=float(l2), progress=False,
                                               checkpoint_dir=None, resume=False)
                     began = time.perf_counter()
-                    fit = fit_until_stop(StreamingTrainer(data, cfg), positions, split.validation, split.test,
+                    trainer = StreamingTrainer(data, cfg)
+                    fit = fit_until_stop(trainer.learner, trainer.stream, positions, split.validation, split.test,
                                          max_epochs, patience, seed)
                     fits.append({**fit, "embedding_l2": float(l2), "seconds": time.perf_counter() - began})
                     bar.update()

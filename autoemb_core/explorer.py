@@ -19,7 +19,7 @@ from IPython.display import SVG, clear_output, display
 from . import plots
 from .experiments import mean_weights, select_weights
 from .interactions import DataError
-from .methods import LEARNED, display
+from .methods import LEARNED, display as method_name
 
 SELECTING = sorted(LEARNED, key=lambda m: m != "autoemb")  # methods whose weights learn; AutoEmb first
 
@@ -48,7 +48,7 @@ class WeightsExplorer:
         label = {"style": {"description_width": "90px"}}  # one label column, close to its control
         wide = widgets.Layout(width="720px")
         self.controls = {
-            "method": widgets.Dropdown(options=[(display(m), m) for m in methods], value=methods[0],
+            "method": widgets.Dropdown(options=[(method_name(m), m) for m in methods], value=methods[0],
                                        description="method", **label),
             "side": widgets.ToggleButtons(options=[("users", "user"), ("items", "item")], value="user"),
             "popularity": widgets.SelectionRangeSlider(options=[(f"{s:,}", s) for s in stops],
@@ -94,7 +94,7 @@ class WeightsExplorer:
         s = self.state
         start = max(0, s["seen"] - s["window"])
         ids = self.selection["id"].nunique() if len(self.selection) else 0
-        return (f"{display(s['method'])}, {s['side']}s with popularity {s['popularity'][0]:,}-{s['popularity'][1]:,}, "
+        return (f"{method_name(s['method'])}, {s['side']}s with popularity {s['popularity'][0]:,}-{s['popularity'][1]:,}, "
                 f"stream {start:,}-{s['seen']:,}: {ids:,} ids")
 
     def _ipython_display_(self):

@@ -21,7 +21,7 @@ from . import sweep
 from .config import Config
 from .interactions import Interactions
 from .stats import claim_row, paired_interval
-from .train import RunResult, StreamingTrainer
+from .train import RunResult
 
 FSE_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 146)
 RULE_THRESHOLDS = ((8, 64), (64, 512), (512, 4096))
@@ -37,7 +37,7 @@ SUMMARY_KEYS = ("online_loss", "offline_loss", "online_accuracy", "embedding_byt
 class Point:
     """One setting on the frontier: a method family and the settings that place it."""
 
-    family: str  # fse, popularity-rule, autoemb-hard, autoemb, or a reference predictor (biases, item-mean)
+    family: str  # fse, mf, popularity-rule, autoemb-hard, autoemb, or a reference predictor (biases, item-mean)
     setting: str  # its label: "d=16", "thresholds=8,64", "penalty=0.01", "move_init=fresh", "soft", "floor"
     overrides: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -55,12 +55,14 @@ class Point:
 
 
 def points(fse_widths=FSE_WIDTHS, thresholds=RULE_THRESHOLDS, penalties=HARD_PENALTIES, fresh: bool = True,
-           soft: bool = True, floor: bool = True) -> list[Point]:
-    """The frontier's settings: FSE at each width (its tuned rates: a width setting of FSE), the popularity rule
+           soft: bool = True, floor: bool = True, mf_widths=None) -> list[Point]:
+    """The frontier's settings: FSE at each width (its tuned rates: a width setting of FSE), matrix factorisation
+    (MF-d) at each of ``mf_widths`` (None: FSE's), the popularity rule
     with mixed storage at each pair of thresholds (moved ids start fresh: :data:`RULE_MOVE_INIT`), hard AutoEmb at each memory penalty (and with ``fresh`` also
     the other choice of ``move_init`` at penalty 0), with ``soft`` AutoEmb, and with ``floor`` the reference
     predictors every embedding model must beat (online biases and item means, bytes of their tables)."""
     out = [Point("fse", f"d={d}", {"method": "fse", "fse_width": int(d)}) for d in fse_widths]
+    out += [Point("mf", f"d={d}", {"method": "mf", "mf_width": int(d)}) for d in (fse_widths if mf_widths is None else mf_widths)]
     out += [Point("popularity-rule", "thresholds=" + ",".join(map(str, t)),
                   {"method": "popularity-rule", "storage": "mixed", "move_init": RULE_MOVE_INIT,
                    "popularity_thresholds": tuple(int(x) for x in t)}) for t in thresholds]
@@ -93,12 +95,7 @@ def frontier(base: Config, data: Interactions, settings=None, seeds=(0,), result
     cells = {(p, s): sweep.Cell(p.folder(base.task, s), point_config(base, p, s)) for p in settings for s in seeds}
     outcome = sweep.execute(cells.values(), data, results_dir, scheduler, workers, reuse=reuse, isolate=True, log=log)
     outcome.raise_failures(results_dir)
-    rows = {}
-    for key, cell in cells.items():
-        summary = outcome.summaries[cell.name]
-        if summary.get("embedding_bytes") is None and not cell.cfg.mixed:  # saved before memory was measured
-            summary = {**summary, **memory_after_one_batch(cell.cfg, data)}
-        rows[key] = summary
+    rows = {key: outcome.summaries[cell.name] for key, cell in cells.items()}
     return pd.DataFrame([{"dataset": data.name, "task": base.task, "family": p.family, "setting": p.setting,
                           "point": p.name, "seed": s, **{k: rows[(p, s)].get(k) for k in SUMMARY_KEYS}}
                          for p in settings for s in seeds])
@@ -122,15 +119,6 @@ def stored_sizes(results_dir, settings, task: str, seeds, side: str = "item", mi
         table.columns = [c.replace("d=", "share at d=") if c.startswith("d=") else c for c in table.columns]
         frames.append(table.assign(point=point.name).set_index("point", append=True).swaplevel())
     return pd.concat(frames) if frames else pd.DataFrame()
-
-
-def memory_after_one_batch(cfg: Config, data: Interactions) -> dict:
-    """The memory of ``cfg``'s run on ``data`` measured after its first batch: the same as at its end for full
-    storage (its tables and transforms are all allocated from the start); the peak RSS is not known (None)."""
-    trainer = StreamingTrainer(data, dataclasses.replace(cfg, progress=False))
-    start, stop, _ = next(iter(trainer.batches))
-    trainer.step(0, start, stop)
-    return {**trainer.memory(), "peak_rss_bytes": None}
 
 
 def pareto(table: pd.DataFrame, loss: str = "online_loss", size: str = "embedding_bytes") -> pd.Series:

@@ -24,12 +24,14 @@ class Method:
     ``selector``: the family of :mod:`autoemb_core.selection` that produces the weights. ``storage``: full (every
     id keeps sum(dims) dimensions), mixed (one row at the chosen size, always) or either (the ``storage`` setting
     picks). ``space``: the tuning protocol's ranges, None where the method is not tuned (it borrows ``tuned_as``'s
-    values, or none). ``paper``: one of the paper's four; ``rival``: a method AutoEmb must beat (its claims)."""
+    values, or none). ``learner``: its learner class (:data:`autoemb_core.train.LEARNERS`). ``paper``: one of the
+    paper's four; ``rival``: a method AutoEmb must beat (its claims)."""
 
     name: str
     family: str
     display: str
     theta: str = "none"
+    learner: str = "embedding"
     selector: str = "none"
     storage: str = "full"
     space: Mapping | None = None
@@ -37,7 +39,8 @@ class Method:
     table2: bool = False
     paper: bool = False
     rival: bool = False
-    width: int | None = None  # a fixed embedding width (fixed-d); None: the configured one
+    width: int | None = None  # a fixed embedding width (fixed-d); None: the one ``width_setting`` names
+    width_setting: str | None = None  # the Config setting that holds the width (None there: sum(dims))
 
     def __post_init__(self):
         if self.space is not None:
@@ -50,11 +53,14 @@ def _fixed(d: int) -> Method:
 
 # rows in Table 2's order (the floor, FSE, the controls, the paper's learned three), then the rest
 TABLE = MappingProxyType({m.name: m for m in (
-    Method("global-mean", "reference", "global mean", space={}, table2=True),
-    Method("item-mean", "reference", "item mean", space={"item_prior": (0.3, 100.0)}, table2=True),
-    Method("biases", "reference", "biases", space={"table_lr": (0.05, 2.0), "lr": (1e-3, 0.1)}, table2=True,
+    Method("global-mean", "reference", "global mean", learner="means", space={}, table2=True),
+    Method("item-mean", "reference", "item mean", learner="means", space={"item_prior": (0.3, 100.0)}, table2=True),
+    Method("biases", "reference", "biases", learner="biases", space={"table_lr": (0.05, 2.0), "lr": (1e-3, 0.1)}, table2=True,
            rival=True),
-    Method("fse", "fixed", "FSE", space=W_RATES, table2=True, paper=True),
+    Method("mf", "fixed", "MF", learner="mf", width_setting="mf_width", table2=True, rival=True,
+           space={"table_lr": (0.01, 2.0), "lr": (1e-4, 0.1), "embedding_init_std": (0.003, 0.3),
+                  "embedding_l2": (1e-6, 1e-1)}),
+    Method("fse", "fixed", "FSE", width_setting="fse_width", space=W_RATES, table2=True, paper=True),
     Method("uniform", "selecting", "uniform", selector="rule", space=W_RATES, table2=True, rival=True),
     Method("random", "selecting", "random", selector="rule", space=W_RATES, table2=True, rival=True),
     Method("popularity-rule", "selecting", "popularity rule", selector="rule", storage="either", table2=True,

@@ -289,7 +289,7 @@ def learning_curves(curves: pd.DataFrame, reference: str = "fse"):
                           "number of training examples", _lines("seen"), ["seen"], reference=display(reference))
 
 
-FAMILY_NAMES = {"fse": "FSE-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb (λ)",
+FAMILY_NAMES = {"fse": "FSE-d", "mf": "MF-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb (λ)",
                 "autoemb-hard move_init": "hard AutoEmb, other move_init", "autoemb": "soft AutoEmb",
                 "biases": "floor: online biases", "item-mean": "floor: item mean"}
 
@@ -303,10 +303,10 @@ def frontier(table: pd.DataFrame, task: str = "regression", title: str = ""):
         series = table["family"].where(~table["setting"].str.startswith("move_init"), "autoemb-hard move_init")
         for family, group in table.groupby(series, sort=False):
             group = group.sort_values("embedding_bytes")
-            alone = family not in ("fse", "popularity-rule", "autoemb-hard")
+            alone = family not in ("fse", "mf", "popularity-rule", "autoemb-hard")
             ax.errorbar(group["embedding_bytes"], group["online_loss"], yerr=group["±95%"].fillna(0),
-                        marker="x" if family in ("biases", "item-mean") else "s" if alone else "o", capsize=3, label=FAMILY_display(family),
-                        linestyle="-" if family == "fse" else "none" if alone else "--")
+                        marker="x" if family in ("biases", "item-mean") else "s" if alone else "o", capsize=3, label=FAMILY_NAMES.get(family, family),
+                        linestyle="-" if family in ("fse", "mf") else "none" if alone else "--")
             for _, row in group.iterrows():
                 ax.annotate(row["setting"].replace("penalty=", "λ=").replace("thresholds=", ""),
                             (row["embedding_bytes"], row["online_loss"]), textcoords="offset points", xytext=(4, 4),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .interactions import DataError
+from .interactions import DataError, Interactions, binary_label, class_label
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,46 @@ class View:
         inner = View.of({s: v[lo:hi] for s, v in self.inverse.items()}, self.target[lo:hi])
         return View(self.ids, inner.inverse, inner.counts, inner.target, inner.ids)
 
+    def column(self, side: str) -> torch.Tensor:
+        """The per-sample ids of a whole view."""
+        return self.ids[side].index_select(0, self.inverse[side])
+
+    def subset(self, keep: torch.Tensor) -> "View":
+        """A whole view of the samples where ``keep`` is True."""
+        return View.of({s: self.column(s)[keep] for s in self.ids}, self.target[keep])
+
+    @classmethod
+    def joined(cls, first: "View", second: "View") -> "View":
+        """One whole view of ``first``'s samples followed by ``second``'s (:meth:`part` takes them apart)."""
+        return cls.of({s: torch.cat([first.column(s), second.column(s)]) for s in first.ids},
+                      torch.cat([first.target, second.target]))
+
     def gather(self, side: str, table: torch.Tensor | None) -> torch.Tensor | None:
         """This part's rows of ``table``, a tensor with one row per id of ``ids``."""
         if table is None or self.local is None:
             return table
         return table.index_select(0, self.local[side])
+
+
+class Stream:
+    """A dataset as device tensors: user and item ids and the task's labels (float for regression, class
+    indices for classification), and views of any of its positions or of any labelled pairs."""
+
+    def __init__(self, data: Interactions, task: str, device, dtype):
+        self.task, self.device, self.dtype = task, device, dtype
+        self.user, self.item = torch.as_tensor(data.user, device=device), torch.as_tensor(data.item, device=device)
+        self.target = self.labels(data.rating)
+
+    def labels(self, rating) -> torch.Tensor:
+        regression = self.task == "regression"
+        label = binary_label(rating) if regression else class_label(rating)
+        return torch.as_tensor(label, device=self.device).to(self.dtype if regression else torch.int64)
+
+    def view(self, positions: torch.Tensor | slice) -> View:
+        """The samples at stream ``positions``."""
+        return View.of({"user": self.user[positions], "item": self.item[positions]}, self.target[positions])
+
+    def pairs(self, user, item, rating) -> View:
+        """Arbitrary (user, item, rating) triples, labelled like the stream (Figure 1's held-out sets)."""
+        return View.of({"user": torch.as_tensor(user, device=self.device),
+                        "item": torch.as_tensor(item, device=self.device)}, self.labels(rating))

@@ -33,11 +33,11 @@ from torch.utils.flop_counter import flop_registry
 from autoemb_core.config import Config
 from autoemb_core.data import load_dataset
 from autoemb_core.interactions import Interactions
+from autoemb_core.learner import EmbeddingLearner, tensors_in
 from autoemb_core.model import SIDES, optimizer_step, torch_optimizer_state
-from autoemb_core.train import StreamingTrainer, _tensors
+from autoemb_core.train import StreamingTrainer
 
-PHASES = {"bilevel_step": "controller update", "scores": "evaluation", "train_w": "training step",
-          "update_tables": "bookkeeping (tables)"}
+PHASES = {"theta_step": "controller update", "predict": "evaluation", "learn": "training step and context"}
 
 
 def scattered_stream(dataset: str, rows: int, seed: int = 0) -> Interactions:
@@ -66,6 +66,9 @@ class DenseTable:
             self.opt = torch.optim.SGD([self.weight], lr=cfg.rows_lr)
         self.cfg = cfg
 
+    def state(self) -> dict:
+        return {"weight": self.weight.data}
+
     def update(self, rows, grad):
         self.weight.grad = grad
         self.opt.step()
@@ -76,12 +79,12 @@ class DenseTable:
         return optimizer_step(self.kind, grad, state, self.cfg.rows_lr, self.cfg.adam_betas, self.cfg.adam_eps)
 
 
-class NaiveTrainer(StreamingTrainer):
+class NaiveLearner(EmbeddingLearner):
     """The straightforward implementation: W's leaves are the whole tables (dense gradients, dense
     optimizer), so the unrolled W' is a copy of the whole model."""
 
-    def __init__(self, data, cfg):
-        super().__init__(data, cfg)
+    def __init__(self, cfg, sizes, device, dtype):
+        super().__init__(cfg, sizes, device, dtype)
         self.tables = {s: DenseTable(self.tables[s].weight, self.cfg) for s in SIDES}
 
     def w_leaves(self, view):
@@ -115,17 +118,12 @@ class CountFlops(TorchDispatchMode):
         return out
 
 
-def touch(trainer) -> None:
-    """Fault in every page of every per-id table (zeros are lazily mapped until first written)."""
-    tensors = [t for table in trainer.tables.values() for t in
-               (_tensors(table.state()) if hasattr(table, "state") else [table.weight])]
-    context = trainer.context
-    tensors += [*context.popularity.values(), *context.last_weights.values(), *context.last_loss.values()]
-    if hasattr(trainer.selector, "logits"):
-        tensors += [t for table in trainer.selector.logits.values() for t in table.state().values()]
+def touch(learner) -> None:
+    """Fault in every page of every tensor the learner holds (zeros are lazily mapped until first written)."""
     with torch.no_grad():
-        for t in tensors:
-            t.view(-1)[::512].add_(0)
+        for t in tensors_in(learner.state()):
+            if t.numel():
+                t.view(-1)[::512].add_(0)
 
 
 def sync(device):
@@ -150,21 +148,21 @@ def matmul_gflops(device) -> float:
     return 2 * 500 * 512 * 512 / min(rounds) / 1e9
 
 
-def timed_phases(trainer) -> dict:
-    """Wrap the step's parts so that their time is recorded (for --profile)."""
+def timed_phases(learner) -> dict:
+    """Wrap the learner contract's methods so that their time is recorded (for --profile)."""
     spent = {name: 0.0 for name in PHASES}
 
     def wrap(name):
-        inner = getattr(trainer, name)
+        inner = getattr(learner, name)
 
         def timed(*args, **kwargs):
-            sync(trainer.device)
+            sync(learner.device)
             t0 = time.perf_counter()
             out = inner(*args, **kwargs)
-            sync(trainer.device)
+            sync(learner.device)
             spent[name] += time.perf_counter() - t0
             return out
-        setattr(trainer, name, timed)
+        setattr(learner, name, timed)
     for name in PHASES:
         wrap(name)
     return spent
@@ -174,22 +172,24 @@ def measure(method: str, rows: int, variant: str, steps: int, warmup: int, devic
             profile: bool) -> dict:
     data = scattered_stream(dataset, rows)
     cfg = Config(method=method, progress=False, device=device, fast_path=variant != "plain")
-    trainer = (NaiveTrainer if variant == "naive" else StreamingTrainer)(data, cfg)
-    touch(trainer)
-    batches = list(trainer.batches)
-    if warmup + 1 + steps > len(batches):
-        raise SystemExit(f"{dataset} has only {len(batches)} batches; lower --steps")
+    trainer = StreamingTrainer(data, cfg)
+    if variant == "naive":
+        trainer.learner = NaiveLearner(trainer.cfg, {"user": data.n_users, "item": data.n_items}, trainer.device,
+                                       torch.float32)
+    touch(trainer.learner)
+    if warmup + 1 + steps > len(trainer.batches):
+        raise SystemExit(f"{dataset} has only {len(trainer.batches)} batches; lower --steps")
     for index in range(warmup):
-        trainer.step(index, *batches[index][:2])
+        trainer.step(index)
     with CountFlops() as counter:
-        trainer.step(warmup, *batches[warmup][:2])
+        trainer.step(warmup)
     flops = counter.flops
-    spent = timed_phases(trainer) if profile else {}
+    spent = timed_phases(trainer.learner) if profile else {}
     times = []
     for index in range(warmup + 1, warmup + 1 + steps):
         sync(trainer.device)
         t0 = time.perf_counter()
-        trainer.step(index, *batches[index][:2])
+        trainer.step(index)
         sync(trainer.device)
         times.append(time.perf_counter() - t0)
     times = np.array(times) * 1e3

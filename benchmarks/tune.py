@@ -15,8 +15,9 @@ The protocol, the same for every method, the reference predictors included:
   same points. ``global-mean`` has no setting and gets one point.
 - **Isolation.** Tuning runs keep everything in memory: no checkpoints, no results folders.
 
-Every trial goes to ``benchmarks/tuning/<dataset>-<task>.csv``; with ``--write`` the chosen values replace
-the ``tuned:`` block of ``params/<dataset>.yaml`` (the rest of the file is kept), which ``run``, ``compare``
+Every trial goes to ``benchmarks/tuning/<dataset>-<task>.csv``; with ``--write`` the chosen values go into the
+``tuned:`` block of ``params/<dataset>.yaml`` (the rest of the file, and the values of methods not tuned now, are
+kept), which ``run``, ``compare``
 and the notebooks apply to that method unless a value is given explicitly.
 """
 from __future__ import annotations
@@ -91,13 +92,18 @@ def trial(job) -> dict:
 
 
 def write_tuned(path: Path, tuned: dict, note: str) -> None:
-    """Replace the ``tuned:`` block at the end of ``path`` (or append one), keeping everything above it."""
+    """Write ``tuned`` into the ``tuned:`` block at the end of ``path`` (or append one), keeping everything above
+    it and the values of the methods not tuned now; ``note`` joins the block's comment line."""
     text = path.read_text()
     marker = "\n# tuned by benchmarks/tune.py"
-    head = text.split(marker)[0].rstrip("\n")
-    block = yaml.safe_dump({"tuned": tuned}, sort_keys=True, default_flow_style=None, width=110)
+    head, _, block = text.partition(marker)
+    old = (yaml.safe_load(block.partition("\n")[2]) or {}).get("tuned", {}) if block else {}
+    merged = {task: {**old.get(task, {}), **tuned.get(task, {})} for task in sorted(old.keys() | tuned.keys())}
+    kept = any(set(old[task]) - set(tuned.get(task, {})) for task in old)  # values tuned earlier remain
+    notes = f"{block.partition(chr(10))[0].lstrip(':').strip()}; {note}" if kept else note
+    block = yaml.safe_dump({"tuned": merged}, sort_keys=True, default_flow_style=None, width=110)
     with atomic_write(path, "w") as f:
-        f.write(f"{head}\n{marker.strip()}: {note}\n{block}")
+        f.write(f"{head.rstrip(chr(10))}\n{marker.strip()}: {notes}\n{block}")
 
 
 def main(argv=None) -> int:
@@ -129,8 +135,10 @@ def main(argv=None) -> int:
     out.mkdir(exist_ok=True)
     tuned = {}
     for task, frame in trials.groupby("task"):
-        with atomic_write(out / f"{args.dataset}-{task}.csv", "w") as f:
-            frame.to_csv(f, index=False)
+        path = out / f"{args.dataset}-{task}.csv"  # the trials of the methods not tuned now are kept
+        earlier = pd.read_csv(path) if path.is_file() else frame.iloc[:0]
+        with atomic_write(path, "w") as f:
+            pd.concat([earlier[~earlier["method"].isin(args.methods)], frame], ignore_index=True).to_csv(f, index=False)
         mean = frame.groupby(["method", "point", "settings"], as_index=False)["score"].mean()
         best = mean.loc[mean.groupby("method")["score"].idxmin()]
         print(f"\n{task}: chosen (mean prequential loss over the tuning prefix, {len(args.seeds)} seeds)")
@@ -138,7 +146,8 @@ def main(argv=None) -> int:
         tuned[task] = {m: yaml.safe_load(s) for m, s in zip(best.method, best.settings) if yaml.safe_load(s)}
     if args.write:
         params = ROOT / "params" / f"{args.dataset}.yaml"
-        note = (f"{datetime.date.today()}, {args.points} points x seeds {args.seeds} per method, scored on the "
+        note = (f"{', '.join(args.methods)}: {datetime.date.today()}, {args.points} points x seeds {args.seeds} per "
+                f"method, scored on the "
                 + ("offline stage of generator seed %d" % args.tuning_seed if args.dataset.startswith("synthetic")
                    else "offline stage only"))
         write_tuned(params, tuned, note)

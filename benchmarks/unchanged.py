@@ -92,13 +92,15 @@ def main(argv=None) -> int:
         print(f"recorded {len(now)} runs in {RECORD.relative_to(ROOT)} ({time.perf_counter() - began:.0f} s)")
         return 0
     before = json.loads(RECORD.read_text())
-    differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    differ = sorted(k for k in before if before[k] != now.get(k))
     for key in differ:
-        old, new = before.get(key, {}), now.get(key, {})
+        old, new = before[key], now.get(key, {})
         fields = sorted(f for f in old.keys() | new.keys() if old.get(f) != new.get(f))
         print(f"DIFFERS {key}: " + "; ".join(f"{f} {old.get(f)!r} -> {new.get(f)!r}" for f in fields))
-    print(f"{len(now) - len(differ)} of {len(before.keys() | now.keys())} runs identical bit for bit "
-          f"({time.perf_counter() - began:.0f} s)")
+    added = sorted(now.keys() - before.keys())
+    print(f"{len(before) - len(differ)} of {len(before)} recorded runs identical bit for bit"
+          + (f"; not in the record (new methods): {', '.join(added)}" if added else "")
+          + f" ({time.perf_counter() - began:.0f} s)")
     return 1 if differ else 0
 
 

@@ -39,8 +39,26 @@ def _trainers_before_batch(data, cfg, batch: int = 3, flip_from: int = 60, prepa
     pair = StreamingTrainer(data, cfg), StreamingTrainer(flipped, cfg)
     for trainer in pair:
         prepare(trainer)
-        for index, (start, stop, _) in enumerate(list(trainer.batches)[:batch]):
-            trainer.step(index, start, stop)
+        for index in range(batch):
+            trainer.step(index)
         if cfg.bilevel:
-            trainer.bilevel_step(batch)
+            theta_step(trainer, batch)
     return pair
+
+
+def theta_step(trainer, index: int) -> float:
+    """Theta's bilevel step for batch ``index`` as :meth:`StreamingTrainer.step` takes it first: a validation
+    batch drawn from the past with the trainer's RNG, W's step unrolled on the batch W last trained on. Returns
+    the second-order ratio (NaN where no step was taken)."""
+    import torch
+
+    from autoemb_core.stream import sample_validation
+    cfg = trainer.cfg
+    if not trainer.learner.uses_validation:
+        return float("nan")
+    val = sample_validation(trainer.rng, trainer.batches, index, cfg.validation_size or cfg.batch_size,
+                            cfg.validation, trainer.held_positions)
+    if not len(val) or trainer.previous is None or not len(trainer.previous):
+        return float("nan")
+    return trainer.learner.theta_step(trainer.stream.view(trainer.previous),
+                                      trainer.stream.view(torch.as_tensor(val, device=trainer.device)))

@@ -130,10 +130,10 @@ def interrupted_run(data, cfg, at: int):
     trainer = StreamingTrainer(data, cfg)
     original = trainer.step
 
-    def step(index, start, stop):
+    def step(index):
         if index == at:
             raise Stop
-        return original(index, start, stop)
+        return original(index)
     trainer.step = step
     with pytest.raises(Stop):
         trainer.run()
@@ -182,7 +182,7 @@ def test_same_seed_same_metrics_and_weights_on_cpu(tiny, tmp_path):
     run(other, tiny)
     a = trainer_tensors(torch.load(paths[0], weights_only=True))
     c = trainer_tensors(torch.load(tmp_path / "c" / "synthetic-tiny-autoemb-regression-seed4.pt", weights_only=True))
-    assert not torch.equal(a["trainer.tables.user.weight"], c["trainer.tables.user.weight"])
+    assert not torch.equal(a["trainer.learner.tables.user.weight"], c["trainer.learner.tables.user.weight"])
 
 
 # -- refusals ------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_a_damaged_checkpoint_gets_a_clear_message(tiny, saved, damage):
 
 # -- numerics --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method, where, what", [
-    ("fse", "table", "training loss"),
+    ("fse", "table", "prediction loss"),  # guarded as the prediction's, though fse predicts by its training forward
     ("autoemb", "table", "prediction loss"),  # poisoned after the bilevel step, just before the prediction
     ("autoemb", "controller", "hypergradient of Theta"),
     ("darts", "logits", "hypergradient of Theta"),
@@ -231,21 +231,30 @@ def test_a_damaged_checkpoint_gets_a_clear_message(tiny, saved, damage):
 def test_nan_stops_the_run_naming_batch_and_method_and_keeps_the_checkpoint(tiny, tmp_path, method, where, what):
     cfg = small(method=method, checkpoint_dir=str(tmp_path), checkpoint_every=4)
     trainer = StreamingTrainer(tiny.head(6000), cfg)
-    hook = "scores" if method == "autoemb" and where == "table" else "step"
-    original = getattr(trainer, hook)
+    learner, batch = trainer.learner, [None]
+    at_prediction = method == "autoemb" and where == "table"
+    original_step, original_predict = trainer.step, learner.predict
 
-    def poisoned(*args):
-        index, start = args[:2] if hook == "step" else trainer.batch[:2]
-        if index == 10:
-            with torch.no_grad():
-                if where == "table":  # a user of this batch
-                    trainer.tables["user"].weight[trainer.stream["user"][start]] = float("nan")
-                elif where == "controller":
-                    next(trainer.selector.controllers.parameters()).view(-1)[0] = float("inf")
-                else:
-                    trainer.selector.logits["user"].weight[trainer.stream["user"][:500]] = float("nan")
-        return original(*args)
-    setattr(trainer, hook, poisoned)
+    def step(index):
+        batch[0] = index
+        if index == 10 and not at_prediction:
+            poison()
+        return original_step(index)
+
+    def predict(view):
+        if batch[0] == 10 and at_prediction:
+            poison()
+        return original_predict(view)
+
+    def poison():
+        with torch.no_grad():
+            if where == "table":  # a user of this batch
+                learner.tables["user"].weight[trainer.stream.user[int(trainer.batches.start[10])]] = float("nan")
+            elif where == "controller":
+                next(learner.selector.controllers.parameters()).view(-1)[0] = float("inf")
+            else:
+                learner.selector.logits["user"].weight[trainer.stream.user[:500]] = float("nan")
+    trainer.step, learner.predict = step, predict
     path = trainer.checkpoint_path
     with pytest.raises(NumericsError) as info:
         trainer.run()
@@ -260,11 +269,11 @@ def test_nan_stops_the_run_naming_batch_and_method_and_keeps_the_checkpoint(tiny
 def test_gradient_clipping_bounds_the_global_norm(tiny):
     trainer = StreamingTrainer(tiny.head(2000), small(method="fse", grad_clip=0.5))
     grads = [torch.full((3, 4), 2.0), torch.full((5,), -1.0), None]
-    trainer.guard("gradient of W", grads, clip=True)
+    trainer.learner.guard("gradient of W", grads, clip=True)
     norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads if g is not None]))
     assert float(norm) == pytest.approx(0.5, rel=1e-5)
     kept = [torch.full((2,), 0.1)]
-    trainer.guard("gradient of W", kept, clip=True)
+    trainer.learner.guard("gradient of W", kept, clip=True)
     assert torch.equal(kept[0], torch.full((2,), 0.1))  # under the bound: untouched
     result = run(small(method="autoemb", grad_clip=1e-3), tiny)
     assert np.isfinite(result.summary["online_loss"])

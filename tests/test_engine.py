@@ -13,7 +13,9 @@ from autoemb_core.__main__ import in_flags, main as cli
 from autoemb_core.config import Config
 from autoemb_core.methods import BILEVEL, METHODS, SELECTING
 from autoemb_core.model import SIDES, controller_features, loss_and_correct
+from autoemb_core.reference import Reference
 from autoemb_core.train import StreamingTrainer, run
+from conftest import theta_step
 
 SMALL = dict(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
 
@@ -26,59 +28,57 @@ def tiny():
 def small_trainer(data, method="autoemb", steps=3, dtype=torch.float64, **kw):
     cfg = Config(method=method, **{**SMALL, **kw})
     trainer = StreamingTrainer(data.head(400), cfg, dtype=dtype)
-    for index, (start, stop, _) in enumerate(trainer.batches):
-        if index == steps:
-            break
-        trainer.step(index, start, stop)
+    for index in range(min(steps, len(trainer.batches))):
+        trainer.step(index)
     return trainer
 
 
 def bilevel_view(trainer, index=3):
     val = ae.sample_validation(np.random.default_rng(5), trainer.batches, index, 20)
-    view = trainer.view(torch.cat([trainer.previous, torch.as_tensor(val)]))
+    view = trainer.stream.view(torch.cat([trainer.previous, torch.as_tensor(val)]))
     return view, len(trainer.previous)
 
 
-def objective(trainer, view, n_train, xi):
+def objective(learner, view, n_train, xi):
     """L_val(W', Theta) by forward passes and first-order gradients only. W' is what W's real update on the
-    training part gives: with ``unroll: optimizer`` a copy of the trainer takes the very steps train_w takes
+    training part gives: with ``unroll: optimizer`` a copy of the learner takes the very steps train_w takes
     (row-wise on the training ids' rows, then the dense optimizer's step); with ``sgd``, W - xi grad."""
-    trainer = copy.deepcopy(trainer)
+    learner = copy.deepcopy(learner)
     train, val = view.part(0, n_train), view.part(n_train, len(view.target))
-    w = trainer.w_leaves(view)
-    l_train = trainer.loss(w, trainer.selection(view, trainer.theta(view)), train, "batch") + trainer.penalty(w, train)
+    w = learner.w_leaves(view)
+    l_train = learner.loss(w, learner.selection(view, learner.theta(view)), train, "batch") + learner.penalty(w, train)
     grads = torch.autograd.grad(l_train, list(w.values()), allow_unused=True)
-    if trainer.cfg.unroll == "sgd" or xi == 0:
+    if learner.cfg.unroll == "sgd" or xi == 0:
         unrolled = {k: p - xi * (0 if g is None else g) for (k, p), g in zip(w.items(), grads)}
     else:
         with torch.no_grad():
             for s, g in zip(SIDES, grads[:2]):
                 rows = train.local[s]
-                trainer.tables[s].update(view.ids[s].index_select(0, rows), g.index_select(0, rows))
-            for p, g in zip(trainer.dense.values(), grads[2:]):
+                learner.tables[s].update(view.ids[s].index_select(0, rows), g.index_select(0, rows))
+            for p, g in zip(learner.dense.values(), grads[2:]):
                 p.grad = g
-            trainer.dlrs_opt.step()
-        unrolled = trainer.w_leaves(view)
-    return trainer.loss(unrolled, trainer.selection(view, trainer.theta(view)), val, "batch").item()
+            learner.dlrs_opt.step()
+        unrolled = learner.w_leaves(view)
+    return learner.loss(unrolled, learner.selection(view, learner.theta(view)), val, "batch").item()
 
 
-def shift_theta(trainer, view, direction, h):
+def shift_theta(learner, view, direction, h):
     """Move Theta by h * direction in place (controller parameters, or the viewed logit rows)."""
     with torch.no_grad():
-        if hasattr(trainer.selector, "controllers"):
-            for name, p in trainer.selector.controllers.named_parameters():
+        if hasattr(learner.selector, "controllers"):
+            for name, p in learner.selector.controllers.named_parameters():
                 p.add_(h * direction[name])
         else:
             for s in SIDES:
-                trainer.selector.logits[s].weight[view.ids[s]] += h * direction[s]
+                learner.selector.logits[s].weight[view.ids[s]] += h * direction[s]
 
 
-def numerical_directional(trainer, view, n_train, xi, direction, h=1e-5):
-    shift_theta(trainer, view, direction, h)
-    up = objective(trainer, view, n_train, xi)
-    shift_theta(trainer, view, direction, -2 * h)
-    down = objective(trainer, view, n_train, xi)
-    shift_theta(trainer, view, direction, h)
+def numerical_directional(learner, view, n_train, xi, direction, h=1e-5):
+    shift_theta(learner, view, direction, h)
+    up = objective(learner, view, n_train, xi)
+    shift_theta(learner, view, direction, -2 * h)
+    down = objective(learner, view, n_train, xi)
+    shift_theta(learner, view, direction, h)
     return (up - down) / (2 * h)
 
 
@@ -97,14 +97,15 @@ def test_embedding_l2_is_the_per_sample_penalty_and_enters_the_real_step(tiny):
     cfg = dict(**{**SMALL, "table_optimizer": "sgd", "table_lr": 0.1})
     with_l2 = StreamingTrainer(tiny.head(400), Config(method="fixed-16", embedding_l2=0.5, **cfg), dtype=torch.float64)
     without = StreamingTrainer(tiny.head(400), Config(method="fixed-16", **cfg), dtype=torch.float64)
-    view = with_l2.view(slice(0, 60))
+    view = with_l2.stream.view(slice(0, 60))
+    with_l2, without = with_l2.learner, without.learner
     rows = {s: with_l2.tables[s].weight.clone() for s in SIDES}
     naive = sum(float(rows["user"][u] @ rows["user"][u] + rows["item"][i] @ rows["item"][i])
                 for u, i in zip(tiny.user[:60], tiny.item[:60])) / 60
     assert with_l2.penalty(with_l2.w_leaves(view), view).item() == pytest.approx(0.5 * naive, rel=1e-12)
     assert without.penalty(without.w_leaves(view), view) == 0.0
-    for trainer in (with_l2, without):
-        trainer.train_w(view, trainer.selection(view, trainer.theta(view)))
+    for learner in (with_l2, without):
+        learner.train_w(view, *learner.training_outputs(view, learner.selection(view, learner.theta(view))))
     for s in SIDES:  # SGD: the penalty's gradient, 2 l2 (count / n) e, is the only difference between the two steps
         counts = torch.zeros(len(rows[s]), dtype=torch.float64).index_add_(0, view.ids[s], view.counts[s].double())
         expected = -0.1 * 2 * 0.5 * (counts / 60).unsqueeze(1) * rows[s]
@@ -119,13 +120,16 @@ def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, f
     xi = unroll.get("xi")
     trainer = small_trainer(tiny, method, fast_path=fast_path, **unroll)
     view, n_train = bilevel_view(trainer)
-    exact = trainer.hypergradient(view, n_train)
-    assert trainer.second_order_ratio > 1e-3
-    first_order = small_trainer(tiny, method, fast_path=fast_path, **{**unroll, "xi": 0.0}).hypergradient(view, n_train)
+    learner = trainer.learner
+    exact, ratio = learner.hypergradient(view, n_train)
+    assert ratio > 1e-3
+    first_order, ratio = small_trainer(tiny, method, fast_path=fast_path, **{**unroll, "xi": 0.0}) \
+        .learner.hypergradient(view, n_train)
+    assert ratio == 0.0
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
-        direction = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in trainer.theta(view).items()}
-        numeric = numerical_directional(trainer, view, n_train, xi, direction)
+        direction = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in learner.theta(view).items()}
+        numeric = numerical_directional(learner, view, n_train, xi, direction)
         assert directional(exact, direction) == pytest.approx(numeric, rel=1e-4, abs=1e-10)
         # the second-order term matters here, so dropping it would fail the line above
         assert abs(directional(first_order, direction) - numeric) > 1e-3 * abs(numeric)
@@ -136,9 +140,10 @@ def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, f
 def test_finite_difference_hypergradient_agrees_with_the_exact_one(tiny, method, unroll):
     trainer = small_trainer(tiny, method, **unroll)
     view, n_train = bilevel_view(trainer)
-    exact = trainer.hypergradient(view, n_train)
-    trainer.cfg.hypergradient = "finite-difference"
-    approx = trainer.hypergradient(view, n_train)
+    learner = trainer.learner
+    exact, _ = learner.hypergradient(view, n_train)
+    learner.cfg.hypergradient = "finite-difference"
+    approx, _ = learner.hypergradient(view, n_train)
     for k in exact:
         torch.testing.assert_close(approx[k], exact[k], rtol=1e-4, atol=1e-7)
 
@@ -146,9 +151,11 @@ def test_finite_difference_hypergradient_agrees_with_the_exact_one(tiny, method,
 def test_first_order_is_the_xi_zero_case(tiny):
     trainer = small_trainer(tiny, "autoemb", xi=0.0)
     view, n_train = bilevel_view(trainer)
-    hyper = trainer.hypergradient(view, n_train)
-    direction = {k: torch.ones_like(v) for k, v in trainer.theta(view).items()}
-    numeric = numerical_directional(trainer, view, n_train, 0.0, direction)
+    learner = trainer.learner
+    hyper, ratio = learner.hypergradient(view, n_train)
+    assert ratio == 0.0
+    direction = {k: torch.ones_like(v) for k, v in learner.theta(view).items()}
+    numeric = numerical_directional(learner, view, n_train, 0.0, direction)
     assert directional(hyper, direction) == pytest.approx(numeric, rel=1e-4)
 
 
@@ -161,17 +168,18 @@ def flatten(prefix, obj):
 
 
 def snapshot(trainer):
-    if trainer.reference is not None:
-        ref = trainer.reference.state()
+    learner = trainer.learner
+    if isinstance(learner, Reference):
+        ref = learner.tensors()
         tables = ref.pop("tables", {})
         return {**{f"ref.{s}.{k}": v.clone() for s, t in tables.items() for k, v in t.items()},
                 **{f"ref.{k}": v.detach().clone() for k, v in ref.items() if torch.is_tensor(v)}}
-    state = {k: v for s in SIDES for k, v in flatten(f"table.{s}", trainer.tables[s].state()).items()}
-    state.update({f"dlrs.{k}": v.clone() for k, v in trainer.dlrs.state_dict().items()})
-    if hasattr(trainer.selector, "controllers"):
-        state.update({f"theta.{k}": v.clone() for k, v in trainer.selector.controllers.state_dict().items()})
-    if hasattr(trainer.selector, "logits"):
-        state.update({f"theta.{s}": trainer.selector.logits[s].weight.clone() for s in SIDES})
+    state = {k: v for s in SIDES for k, v in flatten(f"table.{s}", learner.tables[s].state()).items()}
+    state.update({f"dlrs.{k}": v.clone() for k, v in learner.dlrs.state_dict().items()})
+    if hasattr(learner.selector, "controllers"):
+        state.update({f"theta.{k}": v.clone() for k, v in learner.selector.controllers.state_dict().items()})
+    if hasattr(learner.selector, "logits"):
+        state.update({f"theta.{s}": learner.selector.logits[s].weight.clone() for s in SIDES})
     return state
 
 
@@ -183,7 +191,7 @@ def changed(before, after):
 def test_bilevel_step_moves_theta_only(tiny, method):
     trainer = small_trainer(tiny, method, dtype=torch.float32)
     before = snapshot(trainer)
-    trainer.bilevel_step(3)
+    assert np.isfinite(theta_step(trainer, 3))
     moved = changed(before, snapshot(trainer))
     assert moved and all(k.startswith("theta.") for k in moved), moved  # W never trains on validation data
 
@@ -191,10 +199,11 @@ def test_bilevel_step_moves_theta_only(tiny, method):
 @pytest.mark.parametrize("method, theta_moves", [("autoemb", False), ("darts", False), ("sam", True)])
 def test_training_step_gives_theta_gradients_only_for_sam(tiny, method, theta_moves):
     trainer = small_trainer(tiny, method, dtype=torch.float32)
-    view = trainer.view(torch.arange(60, 80))
-    _, weights = trainer.scores(view)
+    learner = trainer.learner
+    view = trainer.stream.view(torch.arange(60, 80))
+    _, weights = learner.scores(view)
     before = snapshot(trainer)
-    trainer.train_w(view, weights)
+    learner.train_w(view, *learner.training_outputs(view, weights))
     moved = changed(before, snapshot(trainer))
     assert any(k.startswith("dlrs.") for k in moved)
     assert any(k.startswith("theta.") for k in moved) == theta_moves
@@ -205,41 +214,43 @@ def test_batch_is_predicted_before_any_parameter_sees_it(tiny, method, trainers_
     """Change the labels of batch 3 onwards: everything up to and including its prediction is identical."""
     a, b = trainers_before_batch(tiny.head(400), Config(method=method, **SMALL))
     assert not changed(snapshot(a), snapshot(b))
-    view_a, view_b = a.view(torch.arange(60, 80)), b.view(torch.arange(60, 80))
+    view_a, view_b = a.stream.view(torch.arange(60, 80)), b.stream.view(torch.arange(60, 80))
     assert not torch.equal(view_a.target, view_b.target)
-    torch.testing.assert_close(a.scores(view_a)[0], b.scores(view_b)[0], rtol=0, atol=0)
-    a.learn(view_a, a.scores(view_a)[1])
-    b.learn(view_b, b.scores(view_b)[1])
+    # the prediction as the stream makes it (grad enabled: the fast path's training forward where it is reused)
+    torch.testing.assert_close(a.learner.predict(view_a)[0], b.learner.predict(view_b)[0], rtol=0, atol=0)
+    a.learner.learn(view_a)
+    b.learner.learn(view_b)
     assert changed(snapshot(a), snapshot(b))  # and the labels do matter once it learns
 
 
 def test_validation_and_unrolled_batches_come_from_the_past(tiny):
     trainer = small_trainer(tiny, "autoemb", steps=0, dtype=torch.float32)
     seen = []
-    original = trainer.view
-    trainer.view = lambda positions: (torch.is_tensor(positions) and seen.append(positions.clone())) \
+    original = trainer.stream.view
+    trainer.stream.view = lambda positions: (torch.is_tensor(positions) and seen[-1].append(positions.clone())) \
         or original(positions)  # the incoming batch is viewed as a slice
-    for index, (start, stop, _) in enumerate(trainer.batches):
-        trainer.step(index, start, stop)
-        if index == 8:
-            break
+    for index in range(9):
+        seen.append([])
+        trainer.step(index)
     starts = trainer.batches.start
-    bilevel = [p for p in seen if not torch.equal(p, torch.arange(int(p.min()), int(p.max()) + 1))]
-    assert len(bilevel) == 8  # one bilevel view per batch after the first
-    for index, positions in enumerate(bilevel, start=1):
-        assert int(positions.max()) < starts[index]
+    assert seen[0] == []  # nothing before the first batch: no bilevel step
+    for index, (unrolled, validation) in enumerate(seen[1:], start=1):  # one of each per batch after the first
+        assert torch.equal(unrolled, torch.arange(starts[index - 1], starts[index]))  # the batch W last trained on
+        assert not torch.equal(validation, torch.arange(int(validation.min()), int(validation.max()) + 1))
+        assert int(validation.max()) < starts[index]
 
 
 @pytest.mark.parametrize("method", ["fse", "autoemb", "darts"])
 def test_a_step_touches_only_the_rows_its_batches_use(tiny, method):
     trainer = small_trainer(tiny, method, dtype=torch.float32)
     before = snapshot(trainer)
-    trainer.step(3, 60, 80)
-    used = {s: set(trainer.stream[s][:80].tolist()) for s in SIDES}  # this batch, the previous one, validation
-    current = {s: set(trainer.stream[s][60:80].tolist()) for s in SIDES}
+    assert (trainer.batches.start[3], trainer.batches.stop[3]) == (60, 80)
+    trainer.step(3)
+    used = {s: set(getattr(trainer.stream, s)[:80].tolist()) for s in SIDES}  # this batch, the previous one, validation
+    current = {s: set(getattr(trainer.stream, s)[60:80].tolist()) for s in SIDES}
     after = snapshot(trainer)
     for s in SIDES:
-        for key in trainer.tables[s].state():
+        for key in trainer.learner.tables[s].state():
             rows = torch.nonzero((before[f"table.{s}.{key}"] != after[f"table.{s}.{key}"]).reshape(len(before[f"table.{s}.{key}"]), -1).any(1)).flatten()
             assert set(rows.tolist()) == current[s], (s, key)  # W trains on the new batch only
         if method == "darts":
@@ -250,7 +261,7 @@ def test_a_step_touches_only_the_rows_its_batches_use(tiny, method):
 @pytest.mark.parametrize("method", ["sam", "darts", "autoemb"])
 def test_selection_weights_are_a_distribution(tiny, method):
     trainer = small_trainer(tiny, method, dtype=torch.float32)
-    _, weights = trainer.scores(trainer.view(torch.arange(60, 80)))
+    _, weights = trainer.learner.scores(trainer.stream.view(torch.arange(60, 80)))
     for s in SIDES:
         assert torch.all(weights[s] >= 0)
         torch.testing.assert_close(weights[s].sum(1), torch.ones(len(weights[s])))
@@ -262,16 +273,17 @@ def test_popularity_and_context_tables(tiny):
     expected = {s: ae.popularity_before_batch(getattr(data, s), trainer.batches) for s in SIDES}
     losses = []
     for index, (start, stop, _) in enumerate(trainer.batches):
-        out = trainer.step(index, start, stop)
+        out = trainer.step(index)
         losses.append(out.loss)
         for s in SIDES:
             assert out.popularity[s][out.view.inverse[s]].tolist() == expected[s][start:stop].tolist()
             ids = out.view.ids[s]
             mean_loss = [float(out.loss[out.view.inverse[s] == k].mean()) for k in range(len(ids))]
-            context = trainer.context
+            context = trainer.learner.context
             assert context.last_loss[s][ids].tolist() == pytest.approx(mean_loss, rel=1e-6)
             assert torch.equal(context.last_weights[s][ids], out.weights[s])
-            assert torch.equal(context.popularity[s], torch.bincount(trainer.stream[s][:stop], minlength=len(context.popularity[s])))
+            assert torch.equal(context.popularity[s], torch.bincount(getattr(trainer.stream, s)[:stop],
+                                                                     minlength=len(context.popularity[s])))
     never = torch.nonzero(context.popularity["user"] == 0).flatten()
     assert torch.all(context.last_weights["user"][never] == 0.5)
     # a new id's context claims no perfect loss: it reads the running mean loss of every sample so far
@@ -354,12 +366,16 @@ def test_cli_hints_name_the_flags_not_the_keywords(tmp_path, capsys):
 
 def test_evaluate_scores_held_out_pairs_without_training(tiny):
     trainer = small_trainer(tiny, "autoemb", dtype=torch.float32)
+    learner = trainer.learner
     before = snapshot(trainer)
-    popularity = trainer.context.popularity["user"].clone()
-    loss, correct = trainer.evaluate(tiny.user[60:80], tiny.item[60:80], tiny.rating[60:80])
-    assert not changed(before, snapshot(trainer)) and torch.equal(popularity, trainer.context.popularity["user"])
-    view = trainer.view(torch.arange(60, 80))  # the same pairs through the streaming path
-    expected_loss, expected_correct = loss_and_correct(trainer.scores(view)[0], view.target, "regression")
+    popularity = learner.context.popularity["user"].clone()
+    pairs = trainer.stream.pairs(tiny.user[60:80], tiny.item[60:80], tiny.rating[60:80])
+    with torch.no_grad():
+        logits, _ = learner.predict(pairs)
+    loss, correct = loss_and_correct(logits, pairs.target, "regression")
+    assert not changed(before, snapshot(trainer)) and torch.equal(popularity, learner.context.popularity["user"])
+    view = trainer.stream.view(torch.arange(60, 80))  # the same pairs through the streaming path
+    expected_loss, expected_correct = loss_and_correct(learner.scores(view)[0], view.target, "regression")
     assert torch.equal(loss, expected_loss) and torch.equal(correct, expected_correct)
 
 
@@ -375,11 +391,16 @@ def test_incoming_validation_predicts_before_theta_sees_the_batch(tiny, method):
     predictions = []
     for trainer in trainers:
         for index in range(3):
-            trainer.step(index, index * 20, index * 20 + 20)
+            trainer.step(index)
         before = snapshot(trainer)
-        scores = trainer.scores
-        trainer.scores = lambda view, scores=scores: predictions.append(scores(view)[0]) or scores(view)
-        trainer.step(3, 60, 80)
+        predict = trainer.learner.predict
+
+        def recording(view, predict=predict):
+            logits, weights = predict(view)
+            predictions.append(logits.clone())
+            return logits, weights
+        trainer.learner.predict = recording
+        trainer.step(3)
         moved = changed(before, snapshot(trainer))
         assert any(k.startswith("theta.") for k in moved)  # Theta did learn from the batch
     assert len(predictions) == 2
@@ -388,10 +409,11 @@ def test_incoming_validation_predicts_before_theta_sees_the_batch(tiny, method):
 
 
 def weights_of(trainer):
-    state = {f"table.{s}": trainer.tables[s].weight for s in SIDES}
-    state.update({f"dlrs.{k}": v for k, v in trainer.dlrs.state_dict().items()})
-    if hasattr(trainer.selector, "controllers"):
-        state.update({f"controllers.{k}": v for k, v in trainer.selector.controllers.state_dict().items()})
+    learner = trainer.learner
+    state = {f"table.{s}": learner.tables[s].weight for s in SIDES}
+    state.update({f"dlrs.{k}": v for k, v in learner.dlrs.state_dict().items()})
+    if hasattr(learner.selector, "controllers"):
+        state.update({f"controllers.{k}": v for k, v in learner.selector.controllers.state_dict().items()})
     return state
 
 
@@ -403,8 +425,7 @@ def test_fast_and_plain_paths_compute_the_same_run(tiny, method, validation):
     runs = {}
     for fast in (True, False):
         trainer = small_trainer(tiny, method, steps=12, fast_path=fast, validation=validation)
-        batches = list(trainer.batches)
-        records = [trainer.step(i, *batches[i][:2]) for i in range(12, 16)]
+        records = [trainer.step(i) for i in range(12, 16)]
         runs[fast] = trainer, records
     (fast, fast_steps), (plain, plain_steps) = runs[True], runs[False]
     for a, b in zip(fast_steps, plain_steps):

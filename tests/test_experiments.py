@@ -11,6 +11,7 @@ import autoemb_core as ae
 from autoemb_core import experiments as ex
 from autoemb_core import nbparams
 from autoemb_core.config import Config
+from autoemb_core.model import loss_and_correct
 from autoemb_core.train import StreamingTrainer
 
 ROOT = Path(__file__).parents[1]
@@ -120,19 +121,25 @@ def test_fit_until_stop_keeps_the_best_validation_epoch_and_stops_after_patience
     split = ex.preliminary_split(tiny, 3, (4,), seed=0, n_validation=2)
     cfg = Config(**{**FAST, "method": "fixed-16", "table_lr": 2.0})  # a rate that overfits quickly
     trainer = StreamingTrainer(tiny, cfg)
-    fit = ex.fit_until_stop(trainer, split.training(4), split.validation, split.test, max_epochs=12, patience=2)
+    fit = ex.fit_until_stop(trainer.learner, trainer.stream, split.training(4), split.validation, split.test,
+                            max_epochs=12, patience=2)
     assert 1 <= fit["epoch"] <= fit["epochs"] <= 12
     assert fit["epochs"] == 12 or fit["epochs"] - fit["epoch"] == 2
     # by hand: the same epochs, scored on validation after each, with the same seeded shuffles
     again = StreamingTrainer(tiny, cfg)
+    learner, stream = again.learner, again.stream
+
+    def evaluate(part):  # held-out pairs, scored without training
+        view = stream.pairs(tiny.user[part], tiny.item[part], tiny.rating[part])
+        with torch.no_grad():
+            return loss_and_correct(learner.predict(view)[0], view.target, cfg.task)[0]
     rng, losses, tests = np.random.default_rng([0, 7]), [], []
     for _ in range(fit["epochs"]):
         for chunk in torch.as_tensor(rng.permutation(split.training(4))).split(cfg.batch_size):
-            view = again.view(chunk)
-            again.learn(view, again.selection(view, again.theta(view)))
-        losses.append(float(again.evaluate(tiny.user[split.validation], tiny.item[split.validation],
-                                           tiny.rating[split.validation])[0].mean()))
-        tests.append(float(again.evaluate(tiny.user[split.test], tiny.item[split.test], tiny.rating[split.test])[0].mean()))
+            view = stream.view(chunk)
+            learner.train_w(view, *learner.training_outputs(view, learner.selection(view, learner.theta(view))))
+        losses.append(float(evaluate(split.validation).mean()))
+        tests.append(float(evaluate(split.test).mean()))
     best = int(np.argmin(losses))
     assert fit["epoch"] == best + 1 and fit["validation_loss"] == pytest.approx(losses[best], rel=1e-6)
     assert fit["loss"] == pytest.approx(tests[best], rel=1e-6)

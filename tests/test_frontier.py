@@ -40,9 +40,13 @@ def constructed(points: dict, seeds=(0, 1, 2), noise=1e-4) -> pd.DataFrame:
 
 def test_points_are_width_threshold_and_penalty_settings_and_stay_explicit():
     points = {p.name: p for p in fr.points((2, 146), ((8, 64),), (0.0, 0.1))}
-    assert list(points) == ["fse d=2", "fse d=146", "popularity-rule thresholds=8,64", "autoemb-hard penalty=0",
+    assert list(points) == ["fse d=2", "fse d=146", "mf d=2", "mf d=146", "popularity-rule thresholds=8,64",
+                            "autoemb-hard penalty=0",
                             "autoemb-hard penalty=0.1", "autoemb-hard move_init=fresh", "autoemb soft",
                             "biases floor", "item-mean floor"]
+    assert points["mf d=2"].overrides == {"method": "mf", "mf_width": 2}  # MF-d: a width setting of mf
+    assert [p.name for p in fr.points((2,), (), (), fresh=False, soft=False, floor=False, mf_widths=(8,))] == \
+        ["fse d=2", "mf d=8"]
     rule = points["popularity-rule thresholds=8,64"].overrides
     assert rule["storage"] == "mixed" and rule["move_init"] == fr.RULE_MOVE_INIT
     tuned = {"regression": {"popularity-rule": {"popularity_thresholds": [50, 100], "lr": 0.002},
@@ -107,7 +111,7 @@ def test_a_hard_point_dominated_by_a_cheaper_fse_is_not_on_the_frontier():
 
 
 def test_frontier_runs_each_point_in_its_own_process_and_reuses_saved_runs(tiny, tmp_path, monkeypatch):
-    settings = [p for p in fr.points((2,), (), (0.1,), fresh=False, soft=False, floor=False)]
+    settings = [p for p in fr.points((2,), (), (0.1,), fresh=False, soft=False, floor=False, mf_widths=())]
     base = Config(record_alpha_every=1, **FAST)
     first = fr.frontier(base, tiny, settings, (0, 1), tmp_path, workers=2, log=None)
     assert len(first) == 4 and (first["peak_rss_bytes"] > 2 ** 20).all()
@@ -138,12 +142,6 @@ def _die(*args):
     os._exit(9)
 
 
-def test_a_saved_run_without_memory_figures_gets_them_from_its_first_batch(tiny, tmp_path):
-    cfg = Config(method="fse", fse_width=8, **FAST)
-    memory = fr.memory_after_one_batch(cfg, tiny)
-    assert memory["embedding_bytes"] == (tiny.n_users + tiny.n_items) * 8 * 4 * 2 and memory["peak_rss_bytes"] is None
-
-
 def test_the_frontier_command_writes_its_table_claims_and_figure(tmp_path, capsys):
     out = tmp_path / "fr"
     code = cli(["frontier", "--dataset", "synthetic-tiny", "--max-interactions", "1500", "--seeds", "0", "1",
@@ -166,5 +164,5 @@ def test_the_report_adds_the_frontier_when_asked(tiny, tmp_path):
     text = (tmp_path / "REPORT.md").read_text()
     assert "## Memory frontier" in text and "memory_frontier.png" in text
     runs = pd.read_csv(tmp_path / "frontier_runs.csv")
-    assert set(runs["point"]) == {"fse d=2", "fse d=146", "autoemb-hard penalty=0.1", "autoemb soft", "biases floor",
-                                  "item-mean floor"}
+    assert set(runs["point"]) == {"fse d=2", "fse d=146", "mf d=2", "mf d=146", "autoemb-hard penalty=0.1",
+                                  "autoemb soft", "biases floor", "item-mean floor"}

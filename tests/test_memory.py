@@ -6,7 +6,8 @@ import torch
 import autoemb_core as ae
 from autoemb_core.config import Config
 from autoemb_core.methods import METHODS
-from autoemb_core.train import StreamingTrainer, run, tensor_bytes
+from autoemb_core.learner import tensor_bytes
+from autoemb_core.train import StreamingTrainer, run
 
 FAST = dict(hidden=(8,), controller_hidden=(6,), batch_size=100, progress=False)
 
@@ -20,7 +21,7 @@ def tiny():
 def test_fse_bytes_are_its_rows_and_their_optimizer_state(tiny, optimizer, copies, step_bytes):
     trainer = StreamingTrainer(tiny, Config(method="fse", table_optimizer=optimizer, **FAST))
     ids = tiny.n_users + tiny.n_items
-    memory = trainer.memory()
+    memory = trainer.learner.memory()
     assert memory["embedding_parameters"] == ids * 146
     assert memory["embedding_bytes"] == copies * ids * 146 * 4 + ids * step_bytes
     # the per-id context (popularity int64, last weights and loss float32): apart, as selection bytes
@@ -28,12 +29,12 @@ def test_fse_bytes_are_its_rows_and_their_optimizer_state(tiny, optimizer, copie
 
 
 def test_soft_selection_stores_every_space_for_every_id_plus_the_transforms(tiny):
-    trainer = StreamingTrainer(tiny, Config(method="autoemb", **FAST))
-    transforms = sum(p.numel() for k, p in trainer.dense.items() if k.startswith(("proj.", "bn.")))
+    learner = StreamingTrainer(tiny, Config(method="autoemb", **FAST)).learner
+    transforms = sum(p.numel() for k, p in learner.dense.items() if k.startswith(("proj.", "bn.")))
     assert transforms > 0
-    assert trainer.memory()["embedding_parameters"] == (tiny.n_users + tiny.n_items) * 146 + transforms
-    controllers = sum(p.numel() * p.element_size() for p in trainer.selector.controllers.parameters())
-    assert trainer.memory()["selection_bytes"] > controllers
+    assert learner.memory()["embedding_parameters"] == (tiny.n_users + tiny.n_items) * 146 + transforms
+    controllers = sum(p.numel() * p.element_size() for p in learner.selector.controllers.parameters())
+    assert learner.memory()["selection_bytes"] > controllers
 
 
 def test_a_storage_is_counted_once_and_whole():

@@ -25,8 +25,8 @@ def tiny():
 
 def stream_of(trainer):
     out = []
-    for index, (start, stop, _) in enumerate(trainer.batches):
-        out.append(trainer.step(index, start, stop))
+    for index in range(len(trainer.batches)):
+        out.append(trainer.step(index))
     return out
 
 
@@ -61,9 +61,10 @@ def test_mean_predictors_match_a_naive_loop(tiny, method, task):
     trainer = StreamingTrainer(tiny, cfg, dtype=torch.float64)
     predicted = []
     for index, (start, stop, _) in enumerate(trainer.batches):
-        logits = trainer.scores(trainer.view(slice(start, stop)))[0]
+        with torch.no_grad():
+            logits = trainer.learner.predict(trainer.stream.view(slice(start, stop)))[0]
         predicted.append(torch.sigmoid(logits[:, 0]) if task == "regression" else torch.softmax(logits, 1))
-        trainer.step(index, start, stop)
+        trainer.step(index)
     expected = naive_means(tiny, 20, method == "item-mean", 3.0, task)
     np.testing.assert_allclose(torch.cat(predicted).numpy(), expected, rtol=1e-6, atol=2e-6)  # frequencies floored at 1e-6
 
@@ -79,8 +80,8 @@ def test_biases_take_exactly_one_step_over_each_batch(tiny, task):
     adam = torch.optim.Adam([mu.requires_grad_()], lr=0.05)
     for index, (start, stop, _) in enumerate(list(trainer.batches)[:6]):
         user, item = torch.as_tensor(tiny.user[start:stop]), torch.as_tensor(tiny.item[start:stop])
-        target = trainer.stream["target"][start:stop]
-        out = trainer.step(index, start, stop)
+        target = trainer.stream.target[start:stop]
+        out = trainer.step(index)
         logits = mu + bu[user] + bi[item]
         expected = ae.model.loss_and_correct(logits, target, task)[0]
         torch.testing.assert_close(out.loss, expected.detach())
@@ -94,8 +95,8 @@ def test_biases_take_exactly_one_step_over_each_batch(tiny, task):
             table[unique] -= 0.3 * summed / (acc[unique].sqrt() + 1e-8)
         mu.grad = gm
         adam.step()
-    torch.testing.assert_close(trainer.reference.tables["user"].weight, bu)
-    torch.testing.assert_close(trainer.reference.mu.detach(), mu.detach())
+    torch.testing.assert_close(trainer.learner.tables["user"].weight, bu)
+    torch.testing.assert_close(trainer.learner.mu.detach(), mu.detach())
 
 
 # -- allocation controls -------------------------------------------------------------------------------
@@ -123,12 +124,12 @@ def test_the_controls_give_their_fixed_weights(tiny):
                         assert torch.equal(first_seen.setdefault((s, i), row), row)
         if method == "random":
             assert len({tuple(v.tolist()) for v in first_seen.values()}) == len(first_seen)
-        assert trainer.selector.theta(out.view) == {}
+        assert trainer.learner.selector.theta(out.view) == {}
 
 
 def test_random_weights_depend_on_the_seed(tiny):
-    a = StreamingTrainer(tiny, Config(method="random", seed=0, **SMALL)).selector.table["user"]
-    b = StreamingTrainer(tiny, Config(method="random", seed=1, **SMALL)).selector.table["user"]
+    a = StreamingTrainer(tiny, Config(method="random", seed=0, **SMALL)).learner.selector.table["user"]
+    b = StreamingTrainer(tiny, Config(method="random", seed=1, **SMALL)).learner.selector.table["user"]
     assert not torch.equal(a, b)
 
 
@@ -161,13 +162,14 @@ def test_w_never_trains_on_held_out_samples(tiny, method):
     a, b = trainer, StreamingTrainer(flipped, cfg)
     out_a, out_b = stream_of(a), stream_of(b)
     if method == "autoemb":
-        assert not torch.equal(a.selector.controllers["user"].net[0].weight, b.selector.controllers["user"].net[0].weight)
+        controllers = a.learner.selector.controllers, b.learner.selector.controllers
+        assert not torch.equal(controllers[0]["user"].net[0].weight, controllers[1]["user"].net[0].weight)
     else:
         for x, y, (start, stop, _) in zip(out_a, out_b, a.batches):
             keep = torch.as_tensor(~held[start:stop])
             torch.testing.assert_close(x.loss[keep], y.loss[keep], rtol=0, atol=0)
         for s in SIDES:
-            tables = (a.tables, b.tables) if method == "fse" else (a.reference.tables, b.reference.tables)
+            tables = a.learner.tables, b.learner.tables
             assert torch.equal(tables[0][s].weight, tables[1][s].weight)
 
 

@@ -17,7 +17,8 @@ from autoemb_core.mixed import MixedRows, transfer_map
 from autoemb_core.model import SIDES
 from autoemb_core.selection import straight_through
 from autoemb_core.stream import popularity_before_batch
-from autoemb_core.train import StreamingTrainer, tensor_bytes
+from autoemb_core.learner import tensor_bytes
+from autoemb_core.train import StreamingTrainer
 
 DIMS = (2, 4, 8)
 SMALL = dict(dims=DIMS, hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
@@ -39,7 +40,7 @@ def favour_largest(trainer, by=1.0):
     """Start the controllers leaning towards the largest space, so that a memory penalty has ids to move down."""
     with torch.no_grad():
         for s in SIDES:
-            trainer.selector.controllers[s].net[-1].bias += torch.tensor([0.0] * (len(DIMS) - 1) + [by])
+            trainer.learner.selector.controllers[s].net[-1].bias += torch.tensor([0.0] * (len(DIMS) - 1) + [by])
     return trainer
 
 
@@ -174,20 +175,21 @@ def test_straight_through_is_one_hot_forward_and_soft_backward():
 def test_bytes_are_counted_from_the_tensors(tiny):
     data = tiny.head(1500)
     trainer = StreamingTrainer(data, Config(method="autoemb-hard", **{**SMALL, "batch_size": 100}))
+    learner = trainer.learner
     n_ids = data.n_users + data.n_items
-    empty = trainer.memory()["embedding_bytes"]
-    transforms = [p for k, p in trainer.dense.items() if k.startswith(("proj.", "bn."))]
-    buffers = [b for k, b in trainer.dlrs.named_buffers() if k.startswith("bn.")]
+    empty = learner.memory()["embedding_bytes"]
+    transforms = [p for k, p in learner.dense.items() if k.startswith(("proj.", "bn."))]
+    buffers = [b for k, b in learner.dlrs.named_buffers() if k.startswith("bn.")]
     assert empty == sum(p.numel() for p in transforms) * 4 + sum(b.nbytes for b in buffers) + n_ids * (1 + 4)
     trainer.run()
-    memory = trainer.memory()
-    tables = sum(len(t.weight) * t.weight.shape[1] * 4 * 2 for s in SIDES for t in trainer.tables[s].tables)
-    free = sum(8 * len(f) for s in SIDES for f in trainer.tables[s].free)
-    state = tensor_bytes([trainer.dlrs_opt.state[p] for p in transforms])  # the transforms' Adam moments, now
+    memory = learner.memory()
+    tables = sum(len(t.weight) * t.weight.shape[1] * 4 * 2 for s in SIDES for t in learner.tables[s].tables)
+    free = sum(8 * len(f) for s in SIDES for f in learner.tables[s].free)
+    state = tensor_bytes([learner.dlrs_opt.state[p] for p in transforms])  # the transforms' Adam moments, now
     assert memory["embedding_bytes"] == empty + tables + free + state
-    stored = sum(DIMS[int(k)] for s in SIDES for k in trainer.tables[s].space.tolist() if k >= 0)
+    stored = sum(DIMS[int(k)] for s in SIDES for k in learner.tables[s].space.tolist() if k >= 0)
     assert memory["embedding_parameters"] == stored + sum(p.numel() for p in transforms)
-    fse = StreamingTrainer(data, Config(method="fse", **{**SMALL, "batch_size": 100})).memory()
+    fse = StreamingTrainer(data, Config(method="fse", **{**SMALL, "batch_size": 100})).learner.memory()
     assert fse["embedding_bytes"] == n_ids * sum(DIMS) * 4 * 2
 
 
@@ -196,8 +198,9 @@ def test_hard_routing_with_a_one_hot_controller_is_the_single_space_model(tiny, 
     """autoemb-hard whose controllers always choose space k streams exactly as the AutoEmb architecture with
     every weight on space k and full storage (popularity-rule's selector, told to pick k), from the same rows."""
     data = tiny.head(400)
-    hard = StreamingTrainer(data, Config(method="autoemb-hard", **SMALL), dtype=torch.float64)
-    single = StreamingTrainer(data, Config(method="popularity-rule", **SMALL), dtype=torch.float64)
+    hard_run = StreamingTrainer(data, Config(method="autoemb-hard", **SMALL), dtype=torch.float64)
+    single_run = StreamingTrainer(data, Config(method="popularity-rule", **SMALL), dtype=torch.float64)
+    hard, single = hard_run.learner, single_run.learner
     single.selector.rule = lambda side, ids: torch.full_like(ids, k)
     with torch.no_grad():
         for s in SIDES:
@@ -208,7 +211,7 @@ def test_hard_routing_with_a_one_hot_controller_is_the_single_space_model(tiny, 
             hard.tables[s].route(ids, torch.full_like(ids, k))
             lo, hi = hard.tables[s].offsets[k], hard.tables[s].offsets[k + 1]
             single.tables[s].weight[:, lo:hi] = hard.tables[s].rows(ids)[:, lo:hi]
-    a, b = hard.run(), single.run()
+    a, b = hard_run.run(), single_run.run()
     assert sum(t.moves for t in hard.tables.values()) == 0
     np.testing.assert_allclose(a.samples["loss"], b.samples["loss"], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(a.batches["loss"], b.batches["loss"], rtol=1e-9, atol=1e-12)
@@ -222,17 +225,18 @@ def test_moving_ids_keeps_the_stream_causal(tiny, settings, trainers_before_batc
     data = tiny.head(400)
     cfg = Config(**SMALL, **settings)
     a, b = trainers_before_batch(data, cfg, prepare=lambda t: cfg.bilevel and favour_largest(t, 0.3))
-    view_a, view_b = a.view(slice(60, 80)), b.view(slice(60, 80))
-    a.selector.route(view_a)
-    b.selector.route(view_b)
+    view_a, view_b = a.stream.view(slice(60, 80)), b.stream.view(slice(60, 80))
+    batches, (a, b) = a.batches, (a.learner, b.learner)
+    a.route(view_a)
+    b.route(view_b)
     for s in SIDES:
         assert torch.equal(a.tables[s].space, b.tables[s].space) and torch.equal(a.tables[s].slot, b.tables[s].slot)
         ids = torch.arange(len(a.tables[s].space))
         assert torch.equal(a.tables[s].rows(ids), b.tables[s].rows(ids))
     assert sum(int(t.moves) for t in a.tables.values()) > 0
-    torch.testing.assert_close(a.scores(view_a)[0], b.scores(view_b)[0], rtol=0, atol=0)
+    torch.testing.assert_close(a.predict(view_a)[0], b.predict(view_b)[0], rtol=0, atol=0)
     if cfg.method == "popularity-rule":
-        before = {s: popularity_before_batch(getattr(data, s)[:80], a.batches)[60:80] for s in SIDES}
+        before = {s: popularity_before_batch(getattr(data, s)[:80], batches)[60:80] for s in SIDES}
         for s in SIDES:
             expected = torch.bucketize(torch.as_tensor(before[s]), torch.tensor([1, 3]), right=True)
             assert torch.equal(a.tables[s].space[torch.as_tensor(getattr(data, s)[60:80])].long(), expected)
@@ -245,7 +249,7 @@ def test_a_memory_penalty_stores_ids_at_smaller_sizes(tiny):
         trainer = favour_largest(StreamingTrainer(data, Config(method="autoemb-hard", memory_penalty=penalty,
                                                                controller_lr=0.01, **{**SMALL, "batch_size": 100})))
         trainer.run()
-        stored[penalty] = trainer.memory()["embedding_parameters"]
+        stored[penalty] = trainer.learner.memory()["embedding_parameters"]
     assert stored[1.0] < 0.7 * stored[0.0]
 
 
