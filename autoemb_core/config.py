@@ -16,7 +16,7 @@ from .methods import METHODS, TABLE
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
-TUNABLE = ("lr", "table_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
+TUNABLE = ("lr", "table_lr", "factor_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
            "embedding_init_std", "embedding_l2")  # the settings a ``tuned:`` block of a params file may set
 
 
@@ -50,6 +50,8 @@ class Config:
     # [thresholds[n-1], thresholds[n]); N - 1 increasing thresholds, so d grows with popularity; None: 8, 64, ...
     fse_width: int | None = None  # fse's embedding size; None: sum(dims), the paper's FSE with AutoEmb's memory
     mf_width: int | None = None  # mf's factor width; None: sum(dims), FSE's memory (146 by default)
+    factor_lr: float = 0.01  # mf's factor tables, row-wise (its bias tables learn at table_lr); 0.003-0.03 scored
+    # alike on ml-100k's offline stage, 0.1 and table_lr's 0.2 worse
     storage: str = "full"  # full: every id keeps all sum(dims) dimensions; mixed (autoemb-hard always, and
     # popularity-rule): one table per size, each id one row in the table of its chosen space (autoemb_core.mixed)
     move_init: str = "transfer"  # mixed storage: an id's row in its new space starts from its old row carried
@@ -198,7 +200,7 @@ class Config:
         for name in ("batch_size", "popularity_buckets", "record_alpha_every"):
             if not _integer(getattr(self, name)):
                 raise must(name, "a positive integer", getattr(self, name), where(name))
-        positive = ["batch_size", "lr", "controller_lr", "logit_lr", "popularity_buckets", "record_alpha_every",
+        positive = ["batch_size", "lr", "factor_lr", "controller_lr", "logit_lr", "popularity_buckets", "record_alpha_every",
                     "embedding_init_std", "checkpoint_minutes", "item_prior"]
         for name in positive:
             if not getattr(self, name) > 0:

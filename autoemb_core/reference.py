@@ -147,69 +147,74 @@ class MF(Reference):
     """Matrix factorisation with biases, ``mu + b_user + b_item + p_user . q_item`` in logit space (the model
     Rendle et al. (2020) found tuned MLP recommenders fail to beat), trained online on the models' own loss.
 
-    Each side's table row holds its biases (one per output) and then its ``mf_width`` factors, drawn like the
-    embedding tables (``embedding_init_std``, biases at 0) and updated row-wise (``table_optimizer`` at
-    ``table_lr``); ``embedding_l2`` penalises the factors as it does embeddings. For classification the product
-    ``p_user * q_item`` goes through a per-class head (dense, at ``lr`` like ``mu``)."""
+    The bias tables learn as ``biases``' do (row-wise, ``table_optimizer`` at ``table_lr``); the factor tables, of
+    width ``mf_width``, are drawn like the embedding tables (``embedding_init_std``) and learn row-wise at
+    ``factor_lr``: a row-wise adaptive step moves every one of an id's factors by about its rate, so the factors
+    need a rate of their own. ``embedding_l2`` penalises the factors as it does embeddings. For classification the
+    product ``p_user * q_item`` goes through a per-class head (dense, at ``lr`` like ``mu``)."""
 
     def __init__(self, cfg: Config, sizes: dict, device, dtype):
         super().__init__(cfg, sizes, device, dtype)
         generator = torch.Generator().manual_seed(cfg.seed)
-        self.outputs = cfg.n_outputs
-        self.tables = {s: SparseRows(sizes[s], self.outputs + cfg.width, cfg.table_optimizer, cfg.rows_lr,
-                                     cfg.embedding_init_std, generator, device, dtype, cfg.adam_betas, cfg.adam_eps)
+        rows = dict(optimizer=cfg.table_optimizer, device=device, dtype=dtype, betas=cfg.adam_betas, eps=cfg.adam_eps)
+        self.biases = {s: SparseRows(sizes[s], cfg.n_outputs, lr=cfg.rows_lr, init_std=0.0, generator=None, **rows)
                        for s in SIDES}
-        for table in self.tables.values():
-            table.weight[:, :self.outputs] = 0.0
-        self.mu = torch.zeros(self.outputs, dtype=dtype, device=device, requires_grad=True)
+        self.factors = {s: SparseRows(sizes[s], cfg.width, lr=cfg.factor_lr,
+                                      init_std=cfg.embedding_init_std, generator=generator, **rows) for s in SIDES}
+        self.mu = torch.zeros(cfg.n_outputs, dtype=dtype, device=device, requires_grad=True)
         self.head = None if cfg.task == "regression" else \
-            (torch.randn(cfg.width, self.outputs, generator=generator, dtype=dtype) / cfg.width ** 0.5).to(device) \
+            (torch.randn(cfg.width, cfg.n_outputs, generator=generator, dtype=dtype) / cfg.width ** 0.5).to(device) \
             .requires_grad_(True)
         self.dense = [self.mu] if self.head is None else [self.mu, self.head]
         self.dense_opt = self.optimizer(self.dense, cfg.lr)
 
-    def _logits(self, rows: dict, view: View) -> torch.Tensor:
-        user, item = (rows[s].index_select(0, view.inverse[s]) for s in SIDES)
-        k = self.outputs
-        product = user[:, k:] * item[:, k:]
-        factors = product.sum(1, keepdim=True) if self.head is None else product @ self.head
-        return self.mu + user[:, :k] + item[:, :k] + factors
+    def _logits(self, biases: dict, factors: dict, view: View) -> torch.Tensor:
+        user, item = (factors[s].index_select(0, view.inverse[s]) for s in SIDES)
+        product = user * item
+        product = product.sum(1, keepdim=True) if self.head is None else product @ self.head
+        return self.mu + biases["user"].index_select(0, view.inverse["user"]) \
+            + biases["item"].index_select(0, view.inverse["item"]) + product
 
     @torch.no_grad()
     def forward(self, view: View) -> tuple[torch.Tensor, dict]:
-        return self._logits({s: self.tables[s].rows(view.ids[s]) for s in SIDES}, view), NO_WEIGHTS
+        return self._logits(*({s: t[s].rows(view.ids[s]) for s in SIDES} for t in (self.biases, self.factors)),
+                            view), NO_WEIGHTS
 
     def fit(self, view: View, weights: dict | None) -> None:
-        rows = {s: self.tables[s].gather(view.ids[s]) for s in SIDES}
-        loss = loss_and_correct(self._logits(rows, view), view.target, self.cfg.task)[0].mean()
+        tables = [self.biases["user"], self.biases["item"], self.factors["user"], self.factors["item"]]
+        rows = [t.gather(view.ids[s]) for t, s in zip(tables, SIDES * 2)]
+        loss = loss_and_correct(self._logits(dict(zip(SIDES, rows[:2])), dict(zip(SIDES, rows[2:])), view),
+                                view.target, self.cfg.task)[0].mean()
         if self.cfg.embedding_l2:  # l2 * mean over samples of |p_user|^2 + |q_item|^2, as embedding_l2 is elsewhere
-            squares = sum((view.counts[s].to(rows[s].dtype) * rows[s][:, self.outputs:].square().sum(1)).sum()
-                          for s in SIDES)
+            squares = sum((view.counts[s].to(r.dtype) * r.square().sum(1)).sum() for s, r in zip(SIDES, rows[2:]))
             loss = loss + self.cfg.embedding_l2 * squares / len(view.target)
         self.guard("training loss", [loss.detach()])
-        grads = torch.autograd.grad(loss, [rows["user"], rows["item"], *self.dense])
+        grads = torch.autograd.grad(loss, [*rows, *self.dense])
         self.guard("gradient of W", grads, clip=True)
-        for s, g in zip(SIDES, grads):
-            self.tables[s].update(view.ids[s], g)
-        for p, g in zip(self.dense, grads[2:]):
+        for table, s, g in zip(tables, SIDES * 2, grads):
+            table.update(view.ids[s], g)
+        for p, g in zip(self.dense, grads[4:]):
             p.grad = g
         self.dense_opt.step()
         self.dense_opt.zero_grad(set_to_none=True)
 
     def tensors(self) -> dict:
-        return {"tables": {s: self.tables[s].state() for s in SIDES}, "dense": list(self.dense),
-                "optimizer": self.dense_opt.state_dict()}
+        return {"biases": {s: self.biases[s].state() for s in SIDES},
+                "factors": {s: self.factors[s].state() for s in SIDES},
+                "dense": list(self.dense), "optimizer": self.dense_opt.state_dict()}
 
     def stored(self) -> tuple[list, int]:
         """Every id's biases and factors, and the dense part, as parameters (not their optimizer state)."""
-        return [self.tensors()], sum(t.weight.numel() for t in self.tables.values()) + sum(p.numel() for p in self.dense)
+        tables = [*self.biases.values(), *self.factors.values()]
+        return [self.tensors()], sum(t.weight.numel() for t in tables) + sum(p.numel() for p in self.dense)
 
     @torch.no_grad()
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         state = state["reference"]
         for s in SIDES:
-            self.tables[s].load_state(state["tables"][s])
+            self.biases[s].load_state(state["biases"][s])
+            self.factors[s].load_state(state["factors"][s])
         for p, saved in zip(self.dense, state["dense"]):
             p.copy_(saved)
         self.dense_opt.load_state_dict(state["optimizer"])

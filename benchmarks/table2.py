@@ -1,7 +1,7 @@
 """Table 2 with the floor and the controls: every method, tuned alike, on one dataset, seeds paired.
 
     python benchmarks/table2.py --dataset ml-100k [--seeds 0 1 2 3 4] [--tasks regression classification]
-        [--methods ...] [--threads 1] [--results-dir results/table2/<dataset>]
+        [--methods ...] [--threads 1] [--results-dir results/table2/<dataset>] [--name FILE]
 
 Runs ``compare`` with the tuned values of ``params/<dataset>.yaml`` and writes ``benchmarks/table2/<dataset>.md``:
 
@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(TABLE2))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results-dir", default=None)
+    parser.add_argument("--name", default=None, help="the file under benchmarks/table2/ (default: the dataset, "
+                        "with the task when there is one)")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -94,7 +96,9 @@ def main(argv=None) -> int:
     import torch
     lines = [f"# Table 2 on {args.dataset}: every method and control, tuned alike",
              "", f"Command: `python benchmarks/table2.py --dataset {args.dataset} --seeds {' '.join(map(str, args.seeds))}"
-             f" --tasks {' '.join(args.tasks)}`; {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+             f" --tasks {' '.join(args.tasks)}"
+             + (f" --methods {' '.join(args.methods)}" if list(args.methods) != list(TABLE2) else "")
+             + (f" --name {args.name}" if args.name else "") + f"`; {datetime.date.today()}, {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}, {torch.get_num_threads()} thread(s). Tuned values: params/{args.dataset}.yaml.",
              "", "## Online stage, mean ± std over seeds", "", table.reset_index().to_markdown(index=False),
              "", "## The floor: online loss minus biases', paired by seed, 95% t interval", "",
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
              .to_markdown(index=False, floatfmt=".4f") if len(ratios) else "(no bilevel runs)", ""]
     out = ROOT / "benchmarks" / "table2"
     out.mkdir(exist_ok=True)
-    name = args.dataset if len(args.tasks) > 1 else f"{args.dataset}-{args.tasks[0]}"
+    name = args.name or (args.dataset if len(args.tasks) > 1 else f"{args.dataset}-{args.tasks[0]}")
     with atomic_write(out / f"{name}.md", "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

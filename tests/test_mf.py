@@ -20,12 +20,11 @@ def tiny():
 
 def naive_logits(learner, users, items) -> torch.Tensor:
     """mu + b_u + b_i + p_u . q_i, sample by sample (through the per-class head for classification)."""
-    k, rows = learner.outputs, []
+    rows = []
     for u, i in zip(users.tolist(), items.tolist()):
-        pu, qi = learner.tables["user"].weight[u], learner.tables["item"].weight[i]
-        product = pu[k:] * qi[k:]
+        product = learner.factors["user"].weight[u] * learner.factors["item"].weight[i]
         factor = product.sum().reshape(1) if learner.head is None else product @ learner.head
-        rows.append(learner.mu + pu[:k] + qi[:k] + factor)
+        rows.append(learner.mu + learner.biases["user"].weight[u] + learner.biases["item"].weight[i] + factor)
     return torch.stack(rows).detach()
 
 
@@ -38,41 +37,45 @@ def test_mf_predicts_as_a_naive_loop_and_learns_only_after(tiny, task):
         expected = naive_logits(learner, trainer.stream.user[start:stop], trainer.stream.item[start:stop])
         out = trainer.step(index)
         torch.testing.assert_close(out.loss, loss_and_correct(expected, out.view.target, task)[0])
-    assert learner.tables["user"].weight[:, learner.outputs:].abs().sum() > 0  # the factors are drawn, not zero
+    assert learner.factors["user"].weight.abs().sum() > 0  # the factors are drawn, not zero
     assert (learner.head is None) == (task == "regression")
 
 
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_mf_step_follows_numerical_derivatives_of_its_loss(tiny, task):
-    """With SGD tables and SGD dense parameters one fit moves every parameter by -lr times the derivative of the
-    batch's mean loss plus the L2 term on the factors (checked against central differences)."""
-    l2, lr, table_lr = 0.3, 0.05, 0.7
+    """With SGD tables and SGD dense parameters one fit moves every parameter by minus its rate (``table_lr`` for
+    the biases, ``factor_lr`` for the factors, ``lr`` for mu and the head) times the derivative of the batch's mean
+    loss plus the L2 term on the factors (checked against central differences)."""
+    l2, lr, table_lr, factor_lr = 0.3, 0.05, 0.7, 0.2
     cfg = Config(method="mf", task=task, table_optimizer="sgd", optimizer="sgd", table_lr=table_lr, lr=lr,
-                 embedding_l2=l2, embedding_init_std=0.5, **SMALL)
+                 factor_lr=factor_lr, embedding_l2=l2, embedding_init_std=0.5, **SMALL)
     trainer = StreamingTrainer(tiny, cfg, dtype=torch.float64)
     learner = trainer.learner
     view = trainer.stream.view(slice(40, 60))
     users, items, target = view.column("user"), view.column("item"), view.target
-    k = learner.outputs
 
-    def loss_of(p_user, q_item, mu, head):
-        out = []
+    def loss_of(b_user, b_item, p_user, q_item, mu, head):
+        out, penalty = [], 0.0
         for u, i in zip(users.tolist(), items.tolist()):
-            product = p_user[u, k:] * q_item[i, k:]
+            product = p_user[u] * q_item[i]
             factor = product.sum().reshape(1) if head is None else product @ head
-            out.append(mu + p_user[u, :k] + q_item[i, :k] + factor)
+            out.append(mu + b_user[u] + b_item[i] + factor)
+            penalty = penalty + p_user[u].square().sum() + q_item[i].square().sum()
         loss = loss_and_correct(torch.stack(out), target, task)[0].mean()
-        penalty = sum(p_user[u, k:].square().sum() + q_item[i, k:].square().sum() for u, i in zip(users.tolist(), items.tolist()))
         return float(loss + l2 * penalty / len(target))
 
-    before = {"user": learner.tables["user"].weight.clone(), "item": learner.tables["item"].weight.clone(),
-              "mu": learner.mu.detach().clone(), "head": None if learner.head is None else learner.head.detach().clone()}
+    def parameters():
+        return {"b_user": learner.biases["user"].weight.clone(), "b_item": learner.biases["item"].weight.clone(),
+                "p_user": learner.factors["user"].weight.clone(), "q_item": learner.factors["item"].weight.clone(),
+                "mu": learner.mu.detach().clone(), "head": None if learner.head is None else learner.head.detach().clone()}
+
+    before = parameters()
     learner.learn(view)
-    after = {"user": learner.tables["user"].weight, "item": learner.tables["item"].weight, "mu": learner.mu.detach(),
-             "head": None if learner.head is None else learner.head.detach()}
+    after = parameters()
+    rates = {"b_user": table_lr, "b_item": table_lr, "p_user": factor_lr, "q_item": factor_lr, "mu": lr, "head": lr}
     h = 1e-6
-    probes = [("user", int(users[0]), 0), ("user", int(users[3]), k + 2), ("item", int(items[1]), k),
-              ("item", int(items[5]), k + 5), ("mu", None, 0)] + ([("head", 3, 1)] if learner.head is not None else [])
+    probes = [("b_user", int(users[0]), 0), ("p_user", int(users[3]), 2), ("b_item", int(items[1]), 0),
+              ("q_item", int(items[5]), 5), ("mu", None, 0)] + ([("head", 3, 1)] if learner.head is not None else [])
     for name, row, col in probes:
         values = dict(before)
 
@@ -82,15 +85,16 @@ def test_mf_step_follows_numerical_derivatives_of_its_loss(tiny, task):
                 moved[name][col] += delta
             else:
                 moved[name][row, col] += delta
-            return loss_of(moved["user"], moved["item"], moved["mu"], moved["head"])
+            return loss_of(**moved)
 
         derivative = (shifted(h) - shifted(-h)) / (2 * h)
         old = before[name][col] if row is None else before[name][row, col]
         new = after[name][col] if row is None else after[name][row, col]
-        rate = table_lr if name in ("user", "item") else lr
+        rate = rates[name]
         assert float(old - new) == pytest.approx(rate * derivative, rel=1e-5, abs=1e-10), (name, row, col)
     untouched = sorted(set(range(tiny.n_users)) - set(users.tolist()))[:5]
-    assert torch.equal(after["user"][untouched], before["user"][untouched])  # row-sparse: other rows never move
+    for name in ("b_user", "p_user"):  # row-sparse: other rows never move
+        assert torch.equal(after[name][untouched], before[name][untouched])
 
 
 def test_mf_width_memory_and_parameters(tiny):
