@@ -2,10 +2,8 @@
 smallest effect its seeds detect, the paper's own effect and a verdict; written as ``claims.csv`` and
 ``REPORT.md`` beside the figures.
 
-Each effect is signed so that a positive value favours the paper's claim, and is a relative change where the
-paper's own effect is one (Table 2's numbers on MovieLens-20m): for "A has lower loss than B" it is
-``(loss_B - loss_A) / loss_B`` per seed. The claim functions take the experiments' tidy frames and return
-rows of :data:`COLUMNS`; :func:`report` runs what is missing and writes everything.
+Each figure's table, claims and drawing come from :mod:`autoemb_core.figures`, the functions the notebooks
+call; :func:`report` runs what is missing and writes everything.
 """
 from __future__ import annotations
 
@@ -21,158 +19,16 @@ import numpy as np
 import pandas as pd
 
 from . import experiments as ex
+from . import figures as fg
 from . import frontier as fr
 from .atomic import atomic_write, write_json_atomic
 from .config import FIGURE1, Config, Figure1Settings, resolve
-from .methods import FIXED, PAPER, RIVALS, TABLE2
+from .methods import FIXED, PAPER, TABLE2
 from .data import load_dataset
+from .figures import COLUMNS
 from .interactions import DataError, Interactions
-from .stats import INCONCLUSIVE, REPRODUCED, claim_row as _row, seeds_needed
+from .stats import INCONCLUSIVE, REPRODUCED, seeds_needed
 from .train import versions
-
-COLUMNS = ["claim", "dataset", "task", "metric", "method", "comparator", "bucket", "effect", "ci_low", "ci_high",
-           "mde", "n_seeds", "paper_effect", "verdict"]
-ORDERING = (("autoemb", "darts"), ("darts", "sam"), ("sam", "fse"), ("autoemb", "fse"))  # Table 2: A < B in loss
-PAPER_DATASET = "ml-20m"  # where paper_effect comes from
-
-
-def _advantage(frame: pd.DataFrame, method: str, comparator: str, value: str = "loss") -> np.ndarray:
-    """Per seed (paired on the seeds both have), ``(comparator - method) / comparator`` of ``value``."""
-    a = frame[frame["method"] == method].set_index("seed")[value]
-    b = frame[frame["method"] == comparator].set_index("seed")[value]
-    seeds = sorted(set(a.index) & set(b.index))
-    return ((b[seeds] - a[seeds]) / b[seeds]).to_numpy()
-
-
-def _loss_name(task: str) -> str:
-    return {"regression": "MSE", "classification": "CE"}[task]
-
-
-def paper_effect(task: str, method: str, comparator: str) -> float | None:
-    """The paper's relative loss advantage of ``method`` over ``comparator`` on MovieLens-20m (Table 2)."""
-    paper = ex.PAPER_TABLE2.get((PAPER_DATASET, task), {})
-    if method not in paper or comparator not in paper:
-        return None
-    return (paper[comparator][0] - paper[method][0]) / paper[comparator][0]
-
-
-# -- the claims ----------------------------------------------------------------------------------
-def table2_claims(runs: pd.DataFrame) -> list[dict]:
-    """Table 2's ordering AutoEmb < DARTS < SAM < FSE in online loss, pair by pair (and AutoEmb against FSE),
-    and AutoEmb against the controls; ``runs`` is :func:`experiments.compare`'s frame."""
-    rows = []
-    for (dataset, task), group in runs.groupby(["dataset", "task"], sort=False):
-        frame = group.rename(columns={"online_loss": "loss"})
-        present = set(frame["method"])
-        metric = f"online {_loss_name(task)}, relative"
-        for name, pairs in (("Table 2: ordering", ORDERING), ("AutoEmb beats the controls", [("autoemb", c) for c in RIVALS])):
-            for method, comparator in pairs:
-                if {method, comparator} <= present:
-                    rows.append(_row(name, dataset, task, metric, method, comparator,
-                                     _advantage(frame, method, comparator), paper_effect(task, method, comparator)))
-    return rows
-
-
-def popularity_claims(metrics: pd.DataFrame, dataset: str, side: str = "user", method: str = "autoemb",
-                      comparators=("fse", "sam")) -> list[dict]:
-    """Figure 6: ``method``'s online loss advantage in each popularity bucket; ``metrics`` is
-    :func:`experiments.popularity_metrics`'s frame."""
-    rows = []
-    for task, frame in metrics.groupby("task", sort=False):
-        for comparator in comparators:
-            if not {method, comparator} <= set(frame["method"]):
-                continue
-            for bucket, part in frame.groupby("bucket", observed=True, sort=True):
-                rows.append(_row("Figure 6: advantage by popularity", dataset, task,
-                                 f"online {_loss_name(task)} by {side} popularity, relative", method, comparator,
-                                 _advantage(part, method, comparator), bucket=str(bucket)))
-    return rows
-
-
-def weight_slopes(records: pd.DataFrame, method: str = "autoemb", stage: str = "online") -> pd.DataFrame:
-    """Per seed and side, the least-squares slope of the weight on larger dimensions, ``sum_k w_k k/(N-1)``
-    (0: all weight on the smallest space, 1: all on the largest), against ``log2(1 + popularity)``, over
-    ``method``'s recorded weights in ``stage``."""
-    part = records[(records["method"] == method) & (records["stage"] == stage)]
-    if part.empty:
-        return pd.DataFrame(columns=["seed", "side", "slope", "records"])
-    dims = sorted(part["dimension"].unique())
-    rank = part["dimension"].map({d: k / max(len(dims) - 1, 1) for k, d in enumerate(dims)})
-    part = part.assign(larger=part["weight"] * rank)
-    per_id = part.groupby(["seed", "side", "batch", "id"], sort=False).agg(larger=("larger", "sum"),
-                                                                          popularity=("popularity", "first"))
-    rows = []
-    for (seed, side), g in per_id.reset_index().groupby(["seed", "side"]):
-        x, y = np.log2(1.0 + g["popularity"].to_numpy(float)), g["larger"].to_numpy(float)
-        slope = float(np.cov(x, y, bias=True)[0, 1] / x.var()) if x.var() > 0 else float("nan")
-        rows.append({"seed": seed, "side": side, "slope": slope, "records": len(g)})
-    return pd.DataFrame(rows)
-
-
-def weight_claims(slopes: pd.DataFrame, dataset: str, task: str, method: str = "autoemb") -> list[dict]:
-    """Figure 7: the weight moves to larger dimensions as popularity grows (a positive slope)."""
-    return [_row("Figure 7: weight moves to larger dimensions", dataset, task,
-                 f"slope of the weight on larger dimensions per doubling of {side} popularity", method, "", g["slope"])
-            for side, g in slopes.groupby("side")]
-
-
-def early_losses(results: dict, fraction: float = 0.2) -> pd.DataFrame:
-    """Each run's loss over the first ``fraction`` of its offline stage (evaluate-then-train), at least its
-    first batch."""
-    rows = []
-    for (method, seed), result in results.items():
-        b = result.batches[result.batches["stage"] == "offline"]
-        if len(b):
-            early = b[b["seen"] <= max(fraction * b["seen"].iloc[-1], b["seen"].iloc[0])]
-            rows.append({"method": method, "seed": seed, "task": result.summary["task"],
-                         "loss": float((early["loss"] * early["size"]).sum() / early["size"].sum())})
-    return pd.DataFrame(rows, columns=["method", "seed", "task", "loss"])
-
-
-def early_claims(losses: pd.DataFrame, dataset: str, fraction: float = 0.2, method: str = "autoemb",
-                 comparators=("fse", "sam")) -> list[dict]:
-    """Figure 8: AutoEmb's advantage in the early, data-poor part of the offline stage."""
-    rows = []
-    for task, frame in losses.groupby("task", sort=False):
-        for comparator in comparators:
-            if {method, comparator} <= set(frame["method"]):
-                rows.append(_row("Figure 8: advantage early in the stream", dataset, task,
-                                 f"offline {_loss_name(task)} over the first {fraction:.0%} of the stage, relative",
-                                 method, comparator, _advantage(frame, method, comparator)))
-    return rows
-
-
-def preliminary_claims(study: pd.DataFrame, dataset: str, task: str) -> list[dict]:
-    """Figure 1, the crossover: the smallest dimension beats the largest at the smallest x, and loses to it at
-    the largest x (test loss of models trained to convergence)."""
-    small, large = f"fixed-{study['dimension'].min()}", f"fixed-{study['dimension'].max()}"
-    sizes = sorted(study["train_size"].unique())
-    name, metric = "Figure 1: crossover", f"test {_loss_name(task)}, relative"
-    first, last = (study[study["train_size"] == x] for x in (sizes[0], sizes[-1]))
-    return [_row(name, dataset, task, metric, small, large, _advantage(first, small, large), bucket=f"x={sizes[0]}"),
-            _row(name, dataset, task, metric, large, small, _advantage(last, large, small), bucket=f"x={sizes[-1]}")]
-
-
-def stream_capacity_claims(metrics: pd.DataFrame, dataset: str, side: str = "user") -> list[dict]:
-    """Figure 1's streaming view: in the online stage, the smallest fixed dimension beats the largest for the
-    least popular bucket, and loses to it for the most popular."""
-    rows = []
-    for task, frame in metrics.groupby("task", sort=False):
-        dims = sorted(int(m.split("-")[1]) for m in frame["method"].unique() if m.startswith("fixed-"))
-        if len(dims) < 2:
-            continue
-        small, large = f"fixed-{dims[0]}", f"fixed-{dims[-1]}"
-        buckets = [b for b in frame["bucket"].cat.categories if (frame["bucket"] == b).any()]
-        metric = f"online {_loss_name(task)} by {side} popularity, relative"
-        for bucket, (a, b) in ((buckets[0], (small, large)), (buckets[-1], (large, small))):
-            part = frame[frame["bucket"] == bucket]
-            rows.append(_row("Figure 1 (stream): crossover", dataset, task, metric, a, b, _advantage(part, a, b),
-                             bucket=str(bucket)))
-    return rows
-
-
-def claims_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=[*COLUMNS, "std"])
 
 
 # -- running it -------------------------------------------------------------------------------------
@@ -224,9 +80,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
         data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
     dataset, runs_dir = data.name, folder / "runs"
     fig1_task = figure1_task(list(s.tasks))
-    results, rows, figures = {}, [], {}
-    from . import plots  # matplotlib only when a report is drawn
-
+    results, parts, drawn = {}, [], {}
     for task in s.tasks:
         methods = list(dict.fromkeys([*s.methods, *(FIXED if task == fig1_task and s.figure1 else ())]))
         cfg = dataclasses.replace(base, task=task)
@@ -236,44 +90,34 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
                                                          "online_accuracy", "seconds")}
                               for by_task in results.values() for r in by_task.values()])
     ex.save_table(summaries, folder, "runs")
-    rows += table2_claims(summaries[~summaries["method"].isin(FIXED)])
+    overall = fg.table2(summaries)  # the fixed dimensions are in no claim of Table 2, only in its table
+    parts.append(overall.claims)
     for task, by_task in results.items():
         paper_runs = {k: r for k, r in by_task.items() if k[0] not in FIXED}
         edges = ex.sample_edges(by_task, s.side, s.min_samples)
-        metrics = ex.popularity_metrics(paper_runs, s.side, edges)
-        by_bucket = popularity_claims(metrics, dataset, s.side)
-        rows += by_bucket
-        figures[f"figure6_{task}"] = plots.popularity_advantage(claims_frame(by_bucket))
+        _add(parts, drawn, f"figure6_{task}", fg.figure6(paper_runs, dataset, s.side, edges))
         records = ex.weight_records({k: r for k, r in paper_runs.items() if k[0] == "autoemb"})
         if not records.empty:
-            rows += weight_claims(weight_slopes(records), dataset, task)
-            selection = ex.select_weights(records, method="autoemb", side=s.side, stage="online", edges=edges)
-            figures[f"figure7_{task}"] = plots.weights_by_popularity(selection, "autoemb", s.side)
-        rows += early_claims(early_losses(paper_runs, s.early_fraction), dataset, s.early_fraction)
+            _add(parts, drawn, f"figure7_{task}", fg.figure7(records, dataset, task, edges, s.side))
         four = {k: r for k, r in paper_runs.items() if k[0] in PAPER}
-        if four:
-            figures[f"figure8_{task}"] = plots.learning_curves(ex.learning_curves(four, "offline"))
+        if four:  # the early claims compare AutoEmb with FSE and SAM, all among the four
+            _add(parts, drawn, f"figure8_{task}", fg.figure8(four, dataset, s.early_fraction))
         fixed = {k: r for k, r in by_task.items() if k[0] in FIXED}
         if fixed:
-            fixed_metrics = ex.popularity_metrics(fixed, s.side, edges)
-            rows += stream_capacity_claims(fixed_metrics, dataset, s.side)
-            figures["figure1_stream"] = plots.popularity(fixed_metrics, s.side, "Figure 1, streaming view: fixed "
-                                                         "dimensions online, by popularity")
+            _add(parts, drawn, "figure1_stream", fg.figure1_stream(fixed, dataset, s.side, edges))
     if s.figure1:
         study = preliminary(s, dataclasses.replace(base, task=fig1_task), data, folder)
-        rows += preliminary_claims(study, dataset, fig1_task)
-        figures["figure1_capacity"] = plots.preliminary(study, fig1_task)
+        _add(parts, drawn, "figure1_capacity", fg.figure1(study, dataset, fig1_task))
     memory = None
     if s.frontier:
-        memory = memory_frontier(dataclasses.replace(base, task="regression"), data, s.frontier_points, s.seeds,
-                                 folder, s.workers, s.scheduler)
-        rows += fr.frontier_claims(memory["runs"])
-        figures["memory_frontier"] = plots.frontier(memory["table"], "regression", f"Memory frontier on {dataset}")
-    claims = claims_frame(rows)
+        _, memory = memory_frontier(dataclasses.replace(base, task="regression"), data, s.frontier_points, s.seeds,
+                                    folder, s.workers, s.scheduler)
+        _add(parts, drawn, "memory_frontier", memory)
+    claims = fg.concat_claims(parts)
     truth = generator_capacity(dataset, s.figure1.train_sizes) if s.figure1 else None
-    figure_dir = folder / "figures"
-    for name, fig in figures.items():
-        plots.save(fig, figure_dir, name, close=True)
+    from . import plots  # matplotlib only when a report is drawn
+    for name, fig in drawn.items():
+        plots.save(fig, folder / "figures", name, close=True)
     ex.save_frame(claims[COLUMNS], folder, "claims")
     seconds = (datetime.datetime.now(datetime.timezone.utc) - began).total_seconds()
     meta = {"command": s.command, "dataset": dataset, "interactions": len(data), "tasks": list(s.tasks),
@@ -282,46 +126,25 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
             "figure1": s.figure1_settings() if s.figure1 else None}
     write_json_atomic(folder / "report.json", meta)
     with atomic_write(folder / "REPORT.md", "w") as f:
-        f.write(render(claims, summaries, meta, sorted(figures), truth, None if memory is None else memory["table"]))
+        f.write(render(claims, overall.table, meta, sorted(drawn), truth, None if memory is None else memory.table))
     return claims
 
 
+def _add(parts: list, drawn: dict, name: str, figure: fg.StudyFigure) -> None:
+    """``figure``'s claims to ``parts`` and its drawing to ``drawn`` as ``name``."""
+    parts.append(figure.claims)
+    drawn[name] = figure.figure
+
+
 def memory_frontier(base: Config, data: Interactions, points, seeds, folder: Path, workers: int = 1,
-                    scheduler: str | None = None) -> dict:
+                    scheduler: str | None = None) -> tuple[pd.DataFrame, fg.StudyFigure]:
     """:func:`frontier.frontier` with its runs under ``folder/runs`` (reused), and ``frontier_runs.csv`` and
-    ``frontier.csv`` (the table) written into ``folder``."""
+    ``frontier.csv`` (the table) written into ``folder``: the runs and :func:`figures.frontier`."""
     runs = fr.frontier(base, data, list(points) or None, seeds, Path(folder) / "runs", workers, scheduler=scheduler)
-    table = fr.frontier_table(runs)
+    memory = fg.frontier(runs, base.task, data.name)
     ex.save_frame(runs, folder, "frontier_runs")
-    ex.save_frame(table, folder, "frontier")
-    return {"runs": runs, "table": table}
-
-
-def frontier_view(table: pd.DataFrame, timings: bool = True) -> pd.DataFrame:
-    """The frontier table for a reader: loss with its interval, bytes and their ratios, the change against
-    FSE-146 and whether the point is Pareto-optimal; with ``timings``, peak RSS and seconds (which vary from run
-    to run) too."""
-    def change(r):
-        if not np.isfinite(r["vs_fse146_loss"]):
-            return ""
-        half = r["vs_fse146_loss_±95%"]
-        return f"{100 * r['vs_fse146_loss']:+.2f}%" + (f" ± {100 * half:.2f}" if np.isfinite(half) else "")
-    out = pd.DataFrame({
-        "point": table["point"],
-        "online loss": [f"{v:.4f}" + (f" ± {h:.4f}" if np.isfinite(h) else "") for v, h in zip(table["online_loss"], table["±95%"])],
-        "embedding MB": (table["embedding_bytes"] / 1e6).round(3),
-        "× FSE-146": table["vs_fse146_bytes"].round(3), "× FSE-128": table["vs_fse128_bytes"].round(3),
-        "loss vs FSE-146 (95% CI)": [change(r) for _, r in table.iterrows()],
-        "parameters": table["embedding_parameters"].round().astype("Int64"),
-        "Pareto": table["pareto"].map({True: "yes", False: ""})})
-    if timings:
-        out["peak RSS MB"] = table["peak_rss_mb"].round(0)
-        out["seconds"] = table["seconds"].round(0)
-    return out
-
-
-def frontier_markdown(table: pd.DataFrame) -> str:
-    return frontier_view(table).to_markdown(index=False)
+    ex.save_frame(memory.data, folder, "frontier")
+    return runs, memory
 
 
 def frontier_report(base: Config, data: Interactions, points, seeds, folder, workers: int = 1,
@@ -330,14 +153,13 @@ def frontier_report(base: Config, data: Interactions, points, seeds, folder, wor
     ``FRONTIER.md`` in ``folder``; returns the claims."""
     began = datetime.datetime.now(datetime.timezone.utc)
     folder = Path(folder)
-    memory = memory_frontier(base, data, points, seeds, folder, workers, scheduler)
-    claims = claims_frame(fr.frontier_claims(memory["runs"]))
+    runs, memory = memory_frontier(base, data, points, seeds, folder, workers, scheduler)
+    claims = memory.claims
     ex.save_frame(claims[COLUMNS] if len(claims) else pd.DataFrame(columns=COLUMNS), folder, "frontier_claims")
     from . import plots
-    plots.save(plots.frontier(memory["table"], base.task, f"Memory frontier on {data.name}"), folder / "figures",
-               "memory_frontier", close=True)
+    plots.save(memory.figure, folder / "figures", "memory_frontier", close=True)
     seconds = (datetime.datetime.now(datetime.timezone.utc) - began).total_seconds()
-    run_seconds = float(pd.to_numeric(memory["runs"]["seconds"]).sum())
+    run_seconds = float(pd.to_numeric(runs["seconds"]).sum())
     meta = {"command": command, "dataset": data.name, "interactions": len(data), "task": base.task,
             "seeds": list(seeds), "seconds": seconds, "run_seconds": run_seconds, "machine": machine(), "versions": versions(),
             "config": base.to_dict()}
@@ -347,7 +169,7 @@ def frontier_report(base: Config, data: Interactions, points, seeds, folder, wor
              f"on {machine()} (the runs took {run_seconds / 60:.0f} min, summed over runs, some possibly in earlier "
              f"invocations whose runs this one reused); torch {meta['versions']['torch']}, commit "
              f"{meta['versions']['git_commit'] or 'unknown'}.",
-             "", FRONTIER_INTRO, "", frontier_markdown(memory["table"]), "", "## Claims", ""]
+             "", FRONTIER_INTRO, "", memory.table.to_markdown(index=False), "", "## Claims", ""]
     lines += [verdict_table(claims).to_markdown(index=False) if len(claims) else "No claim: FSE-146 or hard AutoEmb "
               "is missing from the points.", "", "![frontier](figures/memory_frontier.png)", ""]
     with atomic_write(folder / "FRONTIER.md", "w") as f:
@@ -438,10 +260,10 @@ def summary_lines(claims: pd.DataFrame) -> list[str]:
     return lines
 
 
-def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: list[str],
+def render(claims: pd.DataFrame, table2: pd.DataFrame, meta: dict, figures: list[str],
            truth: pd.DataFrame | None = None, frontier: pd.DataFrame | None = None) -> str:
+    """REPORT.md: ``table2`` is :func:`figures.table2`'s table, ``frontier`` :func:`figures.frontier`'s."""
     dataset = meta["dataset"]
-    layout = ex.paper_table(ex.overall_table(summaries))
     lines = [f"# Reproduction report: AutoEmb (Zhao et al., 2020) on {dataset}", "",
              f"Made by `{meta['command']}`" if meta["command"] else "", "",
              f"{meta['interactions']:,} interactions; tasks {', '.join(meta['tasks'])}; seeds {meta['seeds']}; "
@@ -462,7 +284,7 @@ def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: l
              "## Verdicts", "", *summary_lines(claims), "",
              verdict_table(claims).to_markdown(index=False), "",
              "## Table 2 beside the paper", "",
-             layout.reset_index().to_markdown(index=False), ""]
+             table2.reset_index().to_markdown(index=False), ""]
     if all(v == INCONCLUSIVE for v in claims["verdict"]):
         need = [seeds_needed(e, sd) for e, sd in zip(claims["effect"], claims["std"]) if np.isfinite(sd)]
         need = [n for n in need if n]
@@ -476,7 +298,7 @@ def render(claims: pd.DataFrame, summaries: pd.DataFrame, meta: dict, figures: l
                   truth.reset_index().to_markdown(index=False), ""]
     if frontier is not None:
         lines += ["## Memory frontier (hard selection, regression)", "", FRONTIER_INTRO, "",
-                  frontier_markdown(frontier), ""]
+                  frontier.to_markdown(index=False), ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{name}](figures/{name}.png)" for name in figures] + [""]
     lines += ["## Versions", "", "| package | version |", "|---|---|"]

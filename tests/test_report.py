@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from autoemb_core import experiments as ex
+from autoemb_core import figures as fg
 from autoemb_core import report as rp
 from autoemb_core import sweep
 from autoemb_core.__main__ import main
@@ -27,7 +28,7 @@ def test_table2_claims_are_relative_paired_advantages_with_the_papers_effect():
     noise = np.array([0.0, 0.01, -0.01, 0.02, -0.02])  # a shared per-seed effect that pairing removes
     losses = {"fse": 0.20 + noise, "sam": 0.19 + noise, "darts": 0.195 + noise, "autoemb": 0.21 + noise,
               "biases": np.full(5, 0.25), "uniform": 0.21 + noise}
-    claims = rp.claims_frame(rp.table2_claims(summaries(losses)))
+    claims = fg.claims_frame(fg.table2_claims(summaries(losses)))
     row = claims.set_index(["method", "comparator"])
     expected = (losses["fse"] - losses["sam"]) / losses["fse"]
     assert row.loc[("sam", "fse"), "effect"] == pytest.approx(expected.mean())
@@ -41,10 +42,10 @@ def test_table2_claims_are_relative_paired_advantages_with_the_papers_effect():
 
 def test_a_claim_smaller_than_the_papers_is_not_reproduced_even_when_real():
     fse = 0.2 + np.array([0.0, 0.001, 0.002])
-    claims = rp.claims_frame(rp.table2_claims(summaries({"fse": fse, "autoemb": fse * (1 - 0.001)})))
+    claims = fg.claims_frame(fg.table2_claims(summaries({"fse": fse, "autoemb": fse * (1 - 0.001)})))
     r = claims.iloc[0]
     assert r["ci_low"] > 0 and r["ci_high"] < r["paper_effect"] and r["verdict"] == NOT_REPRODUCED
-    big = rp.claims_frame(rp.table2_claims(summaries({"fse": fse, "autoemb": fse * (1 - 0.03)}))).iloc[0]
+    big = fg.claims_frame(fg.table2_claims(summaries({"fse": fse, "autoemb": fse * (1 - 0.03)}))).iloc[0]
     assert big["verdict"] == REPRODUCED and big["effect"] == pytest.approx(0.03)
 
 
@@ -62,19 +63,19 @@ def weight_records(slope: float, seeds=(0, 1, 2)) -> pd.DataFrame:
 
 
 def test_weight_slope_recovers_a_known_slope():
-    slopes = rp.weight_slopes(weight_records(0.1))
+    slopes = fg.weight_slopes(weight_records(0.1))
     assert slopes["slope"].to_numpy() == pytest.approx([0.1, 0.1, 0.1])
-    flat = rp.claims_frame(rp.weight_claims(rp.weight_slopes(weight_records(0.0)), "d", "regression"))
+    flat = fg.claims_frame(fg.weight_claims(fg.weight_slopes(weight_records(0.0)), "d", "regression"))
     assert flat["effect"].iloc[0] == pytest.approx(0.0, abs=1e-12)
-    rising = rp.weight_slopes(weight_records(0.1)).assign(slope=lambda f: f["slope"] + [0.0, 0.01, -0.01])
-    assert rp.claims_frame(rp.weight_claims(rising, "d", "regression"))["verdict"].iloc[0] == REPRODUCED
+    rising = fg.weight_slopes(weight_records(0.1)).assign(slope=lambda f: f["slope"] + [0.0, 0.01, -0.01])
+    assert fg.claims_frame(fg.weight_claims(rising, "d", "regression"))["verdict"].iloc[0] == REPRODUCED
 
 
 def test_early_losses_weigh_the_first_part_of_the_offline_stage_by_batch_size():
     batches = pd.DataFrame({"stage": ["offline"] * 5 + ["online"], "seen": [10, 20, 30, 40, 100, 110],
                             "size": [10, 10, 10, 10, 60, 10], "loss": [1.0, 0.5, 0.2, 0.2, 0.1, 9.0]})
     result = RunResult({}, {"task": "regression"}, batches, pd.DataFrame())
-    early = rp.early_losses({("fse", 0): result}, fraction=0.2)  # seen <= 20: the first two batches
+    early = fg.early_losses({("fse", 0): result}, fraction=0.2)  # seen <= 20: the first two batches
     assert early["loss"].iloc[0] == pytest.approx(0.75)
 
 
@@ -84,7 +85,7 @@ def test_preliminary_claims_read_the_crossover_at_both_ends():
         for x, (small, large) in ((1, (0.20, 0.22)), (16, (0.21, 0.21)), (256, (0.19, 0.15))):
             rows += [{"seed": seed, "train_size": x, "dimension": 2, "method": "fixed-2", "loss": small + seed * 1e-3},
                      {"seed": seed, "train_size": x, "dimension": 128, "method": "fixed-128", "loss": large + seed * 1e-3}]
-    claims = rp.claims_frame(rp.preliminary_claims(pd.DataFrame(rows), "d", "regression")).set_index("bucket")
+    claims = fg.claims_frame(fg.preliminary_claims(pd.DataFrame(rows), "d", "regression")).set_index("bucket")
     assert claims.loc["x=1", "method"] == "fixed-2" and claims.loc["x=1", "effect"] > 0
     assert claims.loc["x=256", "method"] == "fixed-128" and claims.loc["x=256", "verdict"] == REPRODUCED
 
