@@ -135,7 +135,8 @@ def test_frontier_runs_each_point_in_its_own_process_and_reuses_saved_runs(tiny,
 def test_a_run_whose_process_dies_gives_a_clear_message(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "run_cell", _die)
     with pytest.raises(RuntimeError, match="regression-fse-d2-seed0 ended abruptly.*reused"):
-        fr.frontier(Config(**FAST), tiny, fr.points((2,), (), (), fresh=False, soft=False, floor=False), (0,), tmp_path, log=None)
+        fr.frontier(Config(**FAST), tiny, fr.points((2,), (), (), fresh=False, soft=False, floor=False, mf_widths=()),
+                    (0,), tmp_path, log=None)
 
 
 def _die(*args):
