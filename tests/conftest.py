@@ -42,11 +42,17 @@ def _trainers_before_batch(data, cfg, batch: int = 3, flip_from: int = 60, prepa
         for index in range(batch):
             trainer.step(index)
         if cfg.bilevel:
-            theta_step(trainer, batch)
+            _theta_step(trainer, batch)
     return pair
 
 
-def theta_step(trainer, index: int) -> float:
+@pytest.fixture
+def theta_step():
+    """:func:`_theta_step`, for tests of Theta's step on one batch."""
+    return _theta_step
+
+
+def _theta_step(trainer, index: int) -> float:
     """Theta's bilevel step for batch ``index`` as :meth:`StreamingTrainer.step` takes it first: a validation
     batch drawn from the past with the trainer's RNG, W's step unrolled on the batch W last trained on. Returns
     the second-order ratio (NaN where no step was taken)."""

@@ -15,7 +15,6 @@ from autoemb_core.methods import BILEVEL, METHODS, SELECTING
 from autoemb_core.model import SIDES, controller_features, loss_and_correct
 from autoemb_core.reference import Reference
 from autoemb_core.train import StreamingTrainer, run
-from conftest import theta_step
 
 SMALL = dict(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
 
@@ -188,7 +187,7 @@ def changed(before, after):
 
 
 @pytest.mark.parametrize("method", ["autoemb", "darts"])
-def test_bilevel_step_moves_theta_only(tiny, method):
+def test_bilevel_step_moves_theta_only(tiny, method, theta_step):
     trainer = small_trainer(tiny, method, dtype=torch.float32)
     before = snapshot(trainer)
     assert np.isfinite(theta_step(trainer, 3))

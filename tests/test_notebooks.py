@@ -110,8 +110,8 @@ def test_the_memory_frontier_on_a_netflix_folder_with_papermill(tmp_path, netfli
     papermill("memory", tmp_path, dataset="netflix", data_dir=str(netflix_dir), results_dir=str(out),
               fse_widths=[2, 146], thresholds="8,64", penalties=[0.0], soft=False, workers=1)
     table = pd.read_csv(out / "frontier.csv")
-    assert set(table.point) == {"fse d=2", "fse d=146", "popularity-rule thresholds=8,64", "autoemb-hard penalty=0",
-                                "biases floor", "item-mean floor"}
+    assert set(table.point) == {"fse d=2", "fse d=146", "mf d=2", "mf d=146", "popularity-rule thresholds=8,64",
+                                "autoemb-hard penalty=0", "biases floor", "item-mean floor"}
     assert (table.embedding_bytes > 0).all() and (out / "memory_frontier.png").stat().st_size > 0
     claims = pd.read_csv(out / "claims.csv")
     assert "hard AutoEmb is on the FSE-d / popularity-rule frontier" in set(claims.claim) and (claims.n_seeds == 2).all()
