@@ -11,6 +11,7 @@ import torch
 import autoemb_core as ae
 from autoemb_core.__main__ import in_flags, main as cli
 from autoemb_core.config import Config
+from autoemb_core.learner import tensors_in
 from autoemb_core.methods import BILEVEL, METHODS, SELECTING
 from autoemb_core.model import SIDES, controller_features, loss_and_correct
 from autoemb_core.reference import Reference
@@ -168,11 +169,8 @@ def flatten(prefix, obj):
 
 def snapshot(trainer):
     learner = trainer.learner
-    if isinstance(learner, Reference):
-        ref = learner.tensors()
-        tables = ref.pop("tables", {})
-        return {**{f"ref.{s}.{k}": v.clone() for s, t in tables.items() for k, v in t.items()},
-                **{f"ref.{k}": v.detach().clone() for k, v in ref.items() if torch.is_tensor(v)}}
+    if isinstance(learner, Reference):  # every tensor it holds, its optimizer state included
+        return {f"ref.{n}": t.detach().clone() for n, t in enumerate(tensors_in(learner.tensors()))}
     state = {k: v for s in SIDES for k, v in flatten(f"table.{s}", learner.tables[s].state()).items()}
     state.update({f"dlrs.{k}": v.clone() for k, v in learner.dlrs.state_dict().items()})
     if hasattr(learner.selector, "controllers"):
