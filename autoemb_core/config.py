@@ -17,7 +17,7 @@ from .methods import METHODS, TABLE
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 TUNABLE = ("lr", "table_lr", "factor_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
-           "embedding_init_std", "embedding_l2")  # the settings a ``tuned:`` block of a params file may set
+           "embedding_init_std", "embedding_l2", "train_passes", "train_microbatch")  # the settings a ``tuned:`` block of a params file may set
 
 
 @dataclass
@@ -80,6 +80,13 @@ class Config:
     validation_size: int | None = None  # None: batch_size
     predict_batchnorm: str = "running"  # BatchNorm statistics used to predict a batch: running or batch
     grad_clip: float | None = None  # clip the global L2 norm of W's gradient, and of Theta's, to this; None: off
+
+    # how W learns from a batch once it is predicted (every method; tuned like the rates)
+    train_passes: int = 1  # steps over the predicted batch (each pass over all of its micro-batches)
+    train_microbatch: int | None = None  # None: the whole batch in one step a pass; m: in stream order, in
+    # chunks of m interactions, one step each (m = 1 with sgd tables: per-sample SGD)
+    row_gradient: str = "mean"  # a table row's gradient in a step: the mean loss's (its samples' gradients summed,
+    # over the step's size), or "sum": its own samples' gradients summed, whatever the step's size
 
     # speed: neither changes the model, only how it is computed (equal within float rounding)
     fast_path: bool = True  # transforms once per unique id, tanh via sigmoid, fused Adam, and the prediction
@@ -192,15 +199,15 @@ class Config:
                    "hypergradient": ("exact", "finite-difference"), "unroll": ("optimizer", "sgd"),
                    "validation": ("uniform", "previous", "incoming", "holdout"),
                    "table_optimizer": ("adam", "adagrad", "sgd"), "storage": ("full", "mixed"),
-                   "move_init": ("transfer", "fresh"),
+                   "move_init": ("transfer", "fresh"), "row_gradient": ("mean", "sum"),
                    "predict_batchnorm": ("running", "batch")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise not_one_of(name, getattr(self, name), allowed, where(name))
-        for name in ("batch_size", "popularity_buckets", "record_alpha_every"):
+        for name in ("batch_size", "popularity_buckets", "record_alpha_every", "train_passes"):
             if not _integer(getattr(self, name)):
                 raise must(name, "a positive integer", getattr(self, name), where(name))
-        positive = ["batch_size", "lr", "factor_lr", "controller_lr", "logit_lr", "popularity_buckets", "record_alpha_every",
+        positive = ["batch_size", "train_passes", "lr", "factor_lr", "controller_lr", "logit_lr", "popularity_buckets", "record_alpha_every",
                     "embedding_init_std", "checkpoint_minutes", "item_prior"]
         for name in positive:
             if not getattr(self, name) > 0:
@@ -220,7 +227,7 @@ class Config:
             can = [m.name for m in TABLE.values() if m.storage != "full"]
             raise DataError(f"storage=mixed needs one space per id: it is for {' and '.join(can)}, not "
                             f"{self.method}", where("storage"), hint="use storage: full, or method autoemb-hard")
-        for name in ("fse_width", "mf_width"):
+        for name in ("fse_width", "mf_width", "train_microbatch"):
             if getattr(self, name) is not None and not (_integer(getattr(self, name)) and getattr(self, name) >= 1):
                 raise must(name, "a positive integer or null", getattr(self, name), where(name))
         for name in ("memory_penalty", "embedding_l2"):

@@ -26,7 +26,7 @@ from .config import Config
 from .mixed import MixedRows
 from .model import DLRS, SIDES, SparseRows, loss_and_correct, optimizer_step, torch_optimizer_state
 from .selection import Context, make_selector
-from .stream import View
+from .stream import View, microbatches
 
 
 class NonFinite(ArithmeticError):
@@ -42,6 +42,7 @@ class Learner:
     the dense optimizer, the numerics guard, and the memory count."""
 
     uses_validation = False  # theta_step does something: the stream draws a validation batch for it
+    counting = False  # learns by counting (the running means): one pass over the whole batch, whatever the settings
 
     def __init__(self, cfg: Config, sizes: dict, device, dtype):
         self.cfg, self.device, self.dtype = cfg, device, dtype
@@ -56,15 +57,19 @@ class Learner:
         return logits, weights
 
     def learn(self, view: View, keep: torch.Tensor | None = None) -> None:
-        """Learn from ``view`` (its samples where ``keep`` is True); when ``view`` is the batch just predicted,
-        the context then records its ids' weights and prediction losses."""
+        """Learn from ``view`` (its samples where ``keep`` is True): ``train_passes`` passes, each one step per
+        micro-batch of ``train_microbatch`` samples in stream order (:func:`microbatches`). When ``view`` is the
+        batch just predicted, the context then records its ids' weights and prediction losses."""
         predicted = self.predicted if self.predicted is not None and self.predicted[0] is view else None
         self.predicted = None
         weights = predicted[2] if predicted else None
-        if keep is None or bool(keep.all()):
-            self.fit(view, weights)
-        elif bool(keep.any()):
-            self.fit(view.subset(keep), None)
+        train = view if keep is None or bool(keep.all()) else view.subset(keep) if bool(keep.any()) else None
+        if train is not None:
+            chunks = [train] if self.counting else [train.chunk(lo, hi) for lo, hi in
+                                                    microbatches(len(train.target), self.cfg.train_microbatch)]
+            for _ in range(1 if self.counting else self.cfg.train_passes):
+                for chunk in chunks:
+                    self.fit(chunk, weights if chunk is view else None)
         if predicted:
             self.context.update(view, loss_and_correct(predicted[1], view.target, self.cfg.task)[0], weights)
 
@@ -111,6 +116,11 @@ class Learner:
         raise NotImplementedError
 
     # -- shared tools ---------------------------------------------------------------------------
+    def row_gradient(self, view: View, grad: torch.Tensor) -> torch.Tensor:
+        """A table row's gradient from the mean loss over ``view``: as it is (``row_gradient: mean``), or its
+        own samples' gradients summed (``sum``): the mean's times the step's size."""
+        return grad if self.cfg.row_gradient == "mean" else grad * len(view.target)
+
     def optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         """The dense optimizer (``cfg.optimizer``) at ``lr``."""
         if self.cfg.optimizer == "adam":  # fused: one kernel for all parameters (7x faster on CPU than foreach)
@@ -154,7 +164,8 @@ class EmbeddingLearner(Learner):
         # predicting a batch and W's training forward on it give the same outputs (the same parameters, samples
         # and weights, and batch statistics in both where there is BatchNorm): the prediction keeps the forward
         same_statistics = not cfg.selecting or cfg.predict_batchnorm == "batch"
-        self.reuse_training_forward = (cfg.fast_path and same_statistics and not cfg.holdout
+        whole = cfg.train_microbatch is None or cfg.train_microbatch >= cfg.batch_size  # W's first step: the batch
+        self.reuse_training_forward = (cfg.fast_path and same_statistics and whole and not cfg.holdout
                                        and not (cfg.bilevel and cfg.validation == "incoming"))
         self.training_forward: tuple | None = None  # (view, w, theta, outputs, weights) kept by the prediction
 
@@ -290,7 +301,7 @@ class EmbeddingLearner(Learner):
         self.guard("gradient of W", grads[:len(w)], clip=True)
         self.guard(f"gradient of Theta ({self.cfg.method}, joint)", grads[len(w):], clip=True)
         for s, g in zip(SIDES, grads[:2]):
-            self.tables[s].update(view.ids[s], g)
+            self.tables[s].update(view.ids[s], self.row_gradient(view, g))
         for p, g in zip(list(w.values())[2:], grads[2:len(w)]):
             p.grad = g
         self.dlrs_opt.step()
@@ -314,7 +325,8 @@ class EmbeddingLearner(Learner):
         if key.endswith("_rows"):
             side = key[:-len("_rows")]
             rows = train.local[side]
-            step = self.tables[side].virtual_step(train.ids[side].index_select(0, rows), g.index_select(0, rows))
+            step = self.tables[side].virtual_step(train.ids[side].index_select(0, rows),
+                                                  self.row_gradient(train, g.index_select(0, rows)))
             return torch.zeros_like(p).index_add(0, rows, step)
         state = torch_optimizer_state(cfg.optimizer, self.dlrs_opt, self.dense[key])
         return optimizer_step(cfg.optimizer, g, state, cfg.lr, cfg.adam_betas, cfg.adam_eps)

@@ -49,6 +49,8 @@ def frequency_logits(counts: torch.Tensor, regression: bool) -> torch.Tensor:
 class Means(Reference):
     """global-mean (``per_item`` False) and item-mean: running label counts, global and per item."""
 
+    counting = True
+
     def __init__(self, cfg: Config, sizes: dict, device, dtype):
         super().__init__(cfg, sizes, device, dtype)
         per_item, n_items = cfg.method == "item-mean", sizes["item"]
@@ -122,8 +124,8 @@ class Biases(Reference):
         rows = {s: self.tables[s].gather(view.ids[s]) for s in SIDES}
         loss = loss_and_correct(self._logits(rows, view), view.target, self.task)[0].mean()
         g_user, g_item, g_mu = torch.autograd.grad(loss, [rows["user"], rows["item"], self.mu])
-        self.tables["user"].update(view.ids["user"], g_user)
-        self.tables["item"].update(view.ids["item"], g_item)
+        self.tables["user"].update(view.ids["user"], self.row_gradient(view, g_user))
+        self.tables["item"].update(view.ids["item"], self.row_gradient(view, g_item))
         self.mu.grad = g_mu
         self.mu_opt.step()
         self.mu_opt.zero_grad(set_to_none=True)
@@ -192,7 +194,7 @@ class MF(Reference):
         grads = torch.autograd.grad(loss, [*rows, *self.dense])
         self.guard("gradient of W", grads, clip=True)
         for table, s, g in zip(tables, SIDES * 2, grads):
-            table.update(view.ids[s], g)
+            table.update(view.ids[s], self.row_gradient(view, g))
         for p, g in zip(self.dense, grads[4:]):
             p.grad = g
         self.dense_opt.step()

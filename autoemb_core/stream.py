@@ -67,6 +67,14 @@ def popularity_before_batch(ids: np.ndarray, batches: Batches) -> np.ndarray:
     return popularity
 
 
+def microbatches(n: int, size: int | None) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of the consecutive chunks of ``size`` that a batch of ``n`` training samples is learned in
+    (``train_microbatch``); the whole batch where ``size`` is None or at least ``n``."""
+    if size is None or size >= n:
+        return [(0, n)]
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
 def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
     """Which of ``n`` stream positions are held out from W's training: each independently with probability
     ``fraction``, drawn from ``seed`` alone, so that every method run with that seed holds out the same ones."""
@@ -119,6 +127,11 @@ class View:
     def part(self, lo: int, hi: int) -> "View":
         inner = View.of({s: v[lo:hi] for s, v in self.inverse.items()}, self.target[lo:hi])
         return View(self.ids, inner.inverse, inner.counts, inner.target, inner.ids)
+
+    def chunk(self, lo: int, hi: int) -> "View":
+        """A whole view of samples ``lo:hi`` (its own unique ids: a step on it moves no other row)."""
+        return self if (lo, hi) == (0, len(self.target)) else \
+            View.of({s: self.column(s)[lo:hi] for s in self.ids}, self.target[lo:hi])
 
     def column(self, side: str) -> torch.Tensor:
         """The per-sample ids of a whole view."""

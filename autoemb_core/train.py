@@ -37,7 +37,7 @@ from .learner import EmbeddingLearner, Learner, NonFinite
 from .model import SIDES, loss_and_correct
 from .progress import Bar
 from .reference import MF, Biases, Means
-from .stream import Stream, View, holdout_mask, make_batches, sample_validation
+from .stream import Stream, View, holdout_mask, make_batches, microbatches, sample_validation
 
 LEARNERS = {"embedding": EmbeddingLearner, "means": Means, "biases": Biases, "mf": MF}  # the method table's ``learner``
 
@@ -212,7 +212,9 @@ class StreamingTrainer:
     def step(self, index: int) -> Step:
         """Algorithm 1 for batch ``index``. With ``validation: incoming`` Theta's validation batch is the batch
         itself, once it has been predicted and before W trains on it. With a held-out share the whole batch is
-        predicted and scored, and W trains on the rest."""
+        predicted and scored, and W trains on the rest. W learns the batch in ``train_passes`` passes of
+        ``train_microbatch`` chunks; Theta stays at one step per batch, and its unrolled step's L_train is the
+        samples of W's last step (the previous batch's last micro-batch, the whole batch by default)."""
         cfg, learner, stream = self.cfg, self.learner, self.stream
         start, stop = int(self.batches.start[index]), int(self.batches.stop[index])
         try:
@@ -237,7 +239,8 @@ class StreamingTrainer:
         except NonFinite as error:
             raise NumericsError(self._numerics_message(error.what, index, start, stop)) from None
         positions = torch.arange(start, stop, device=self.device)
-        self.previous = positions if keep is None else positions[keep]
+        learned = positions if keep is None else positions[keep]
+        self.previous = learned[microbatches(len(learned), cfg.train_microbatch)[-1][0]:]  # W's last step's samples
         return Step(view, popularity, loss, correct, weights, ratio)
 
     def _numerics_message(self, what: str, index: int, start: int, stop: int) -> str:

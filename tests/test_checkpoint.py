@@ -154,6 +154,17 @@ def test_resume_in_process_equals_an_uninterrupted_run(tiny, tmp_path, method):
                         tmp_path / "b" / f"synthetic-tiny-{method}-regression-seed0.pt")
 
 
+@pytest.mark.parametrize("method", ["autoemb", "mf"])
+def test_resume_with_passes_and_microbatches_equals_an_uninterrupted_run(tiny, tmp_path, method):
+    learning = dict(train_passes=2, train_microbatch=7, row_gradient="sum")
+    whole = run(small(method=method, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=7, **learning), tiny)
+    cfg = small(method=method, checkpoint_dir=str(tmp_path / "b"), checkpoint_every=7, **learning)
+    interrupted_run(tiny.head(6000), cfg, at=25)
+    trainer = StreamingTrainer(tiny.head(6000), Config(**{**cfg.to_dict(), "resume": True}))
+    assert_same_run(whole, trainer.run())
+    assert trainer.resumed_from == 21
+
+
 def test_a_finished_run_resumes_to_its_results_without_training(tiny, tmp_path):
     cfg = small(method="darts", checkpoint_dir=str(tmp_path))
     first = run(cfg, tiny)
