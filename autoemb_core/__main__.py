@@ -14,6 +14,7 @@ from .data import dataset_names, load_dataset
 from .experiments import TABLE2, compare, overall_table, paper_table, save_table, save_tables
 from .interactions import DataError
 from .frontier import FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, points
+from . import tuning
 from .report import ReportSettings, frontier_report, report, summary_lines
 from .train import run
 
@@ -74,6 +75,7 @@ def _compare(args) -> int:
     base = config_from_args(args)
     _grid(base, args.methods, args.tasks)
     folder = Path(args.results_dir)
+    base = tuning.ensure_tuned(base, None, args.methods, args.tasks, _trials(args), folder)
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs", scheduler=args.scheduler,
                    workers=args.workers, gpus_per_run=args.gpus_per_run, reuse=args.command == "sweep")
     save_table(runs, folder, "runs")
@@ -100,7 +102,7 @@ def _report(args) -> None:
     _write_report(ReportSettings(base, Path(args.results_dir or f"results/report/{base.dataset}"), tuple(args.tasks),
                                  tuple(args.seeds), tuple(args.methods), figure1=figure1, frontier=args.frontier,
                                  workers=args.workers, scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
-                                 command=args.command_line))
+                                 tune_trials=_trials(args), command=args.command_line))
 
 
 def _demo(args) -> None:
@@ -128,6 +130,21 @@ def _frontier(args) -> None:
     if len(claims):
         print("\n".join(summary_lines(claims)))
     print(f"wrote {folder / 'FRONTIER.md'}")
+
+
+def _trials(args) -> int:
+    """The tuning budget of compare, sweep and report: --tune-trials, or 0 with --no-tune."""
+    if args.tune_trials < 0:
+        raise DataError(f"--tune-trials must be 0 or more, got {args.tune_trials}", hint="--tune-trials 16")
+    return 0 if args.no_tune else args.tune_trials
+
+
+def _tuning(p) -> None:
+    p.add_argument("--tune-trials", type=int, default=tuning.TRIALS,
+                   help="a method with no tuned values for a task (none in params/<dataset>.yaml) is tuned first on "
+                        "the stream's offline stage with this many trials; the values go to <results-dir>/tuned.yaml "
+                        f"(default: {tuning.TRIALS})")
+    p.add_argument("--no-tune", action="store_true", help="run such methods at the defaults (the report says untuned)")
 
 
 def _thresholds(text: str) -> tuple[int, ...]:
@@ -220,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     _scheduler(p)
+    _tuning(p)
     p.set_defaults(func=_compare)
     p = sub.add_parser("sweep", help="compare's grid as resumable cells, on dask.distributed: a finished cell is "
                                      "skipped, a killed one resumes from its checkpoint, a failed one is reported")
@@ -230,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     _scheduler(p)
+    _tuning(p)
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="every claim of the paper, with its interval and verdict: REPORT.md, claims.csv")
     _grid_flags(p, required=True)
@@ -247,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's processes")
+    _tuning(p)
     p.set_defaults(func=_report)
     p = sub.add_parser("frontier", help="the memory frontier: online loss against embedding bytes, FRONTIER.md")
     _dataset(p, required=True)

@@ -9,11 +9,24 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-# log-uniform ranges (lo, hi) of the settings the tuning protocol draws; popularity_thresholds draws a first
-# threshold and a ratio to the second. lr reaches down to 1e-6: on ml-100k the best dense rate sat at the lower
-# edge of a range that stopped at 5e-5, and a nearly frozen head did better still.
-W_RATES = {"table_lr": (0.05, 1.0), "lr": (1e-6, 3e-3)}
+# log-uniform ranges (lo, hi) of the settings the tuning protocol draws (autoemb_core.tuning), or a Choice;
+# popularity_thresholds draws a first threshold and a ratio to the second. lr reaches down to 1e-8: on ml-100k
+# FSE's best dense rate sat at the lower edge of ranges that stopped at 5e-5 and then 1e-6 (a nearly frozen head).
+W_RATES = {"table_lr": (0.05, 1.0), "lr": (1e-8, 3e-3)}  # with LEARNING below: W's space
 CONTROLLER = {"controller_lr": (1e-5, 1e-2)}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A tuning setting drawn from a few values (not a log-uniform range)."""
+
+    values: tuple
+
+
+# how a predicted batch is learned (Config.train_passes, train_microbatch): in every learned method's space
+LEARNING = {"train_passes": Choice((1, 2, 3)), "train_microbatch": Choice((1, 10, 50, None))}
+W_RATES = {**W_RATES, **LEARNING}
+BIAS_RATES = {"table_lr": (0.05, 2.0), "lr": (1e-3, 0.1), **LEARNING}
 
 
 @dataclass(frozen=True)
@@ -55,11 +68,11 @@ def _fixed(d: int) -> Method:
 TABLE = MappingProxyType({m.name: m for m in (
     Method("global-mean", "reference", "global mean", learner="means", space={}, table2=True),
     Method("item-mean", "reference", "item mean", learner="means", space={"item_prior": (0.3, 100.0)}, table2=True),
-    Method("biases", "reference", "biases", learner="biases", space={"table_lr": (0.05, 2.0), "lr": (1e-3, 0.1)}, table2=True,
+    Method("biases", "reference", "biases", learner="biases", space=BIAS_RATES, table2=True,
            rival=True),
     Method("mf", "fixed", "MF", learner="mf", width_setting="mf_width", table2=True, rival=True,
-           space={"table_lr": (0.05, 2.0), "lr": (1e-3, 0.1), "factor_lr": (1e-3, 0.3),
-                  "embedding_init_std": (1e-3, 0.3), "embedding_l2": (1e-6, 1e-1)}),
+           space={**BIAS_RATES, "factor_lr": (1e-3, 0.3), "embedding_init_std": (1e-3, 0.3),
+                  "embedding_l2": (1e-9, 1e-1)}),
     Method("fse", "fixed", "FSE", width_setting="fse_width", space=W_RATES, table2=True, paper=True),
     Method("uniform", "selecting", "uniform", selector="rule", space=W_RATES, table2=True, rival=True),
     Method("random", "selecting", "random", selector="rule", space=W_RATES, table2=True, rival=True),

@@ -21,6 +21,7 @@ import pandas as pd
 from . import experiments as ex
 from . import figures as fg
 from . import frontier as fr
+from . import tuning
 from .atomic import atomic_write, write_json_atomic
 from .config import FIGURE1, Config, Figure1Settings, resolve
 from .methods import FIXED, PAPER, TABLE2
@@ -50,6 +51,8 @@ class ReportSettings:
     workers: int = 1  # runs at a time: the local dask cluster's workers, or without a scheduler the frontier's processes
     scheduler: str | None = None  # where the runs go (sweep.execute): None (this process), local or tcp://HOST:PORT
     gpus_per_run: float = 0
+    tune_trials: int = tuning.TRIALS  # a method with no tuned values for a task is tuned first, with this many
+    # trials on the stream's offline stage (autoemb_core.tuning); 0: not tuned, the report says "untuned"
     command: str = ""
 
     def figure1_settings(self) -> dict:
@@ -80,6 +83,8 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
         data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
     dataset, runs_dir = data.name, folder / "runs"
     fig1_task = figure1_task(list(s.tasks))
+    tuned_here = [(t, m) for t in s.tasks for m in s.methods if tuning.needs_tuning(base, m, t)]
+    base = tuning.ensure_tuned(base, data, s.methods, s.tasks, s.tune_trials, folder)
     results, parts, drawn = {}, [], {}
     for task in s.tasks:
         methods = list(dict.fromkeys([*s.methods, *(FIXED if task == fig1_task and s.figure1 else ())]))
@@ -123,7 +128,8 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     meta = {"command": s.command, "dataset": dataset, "interactions": len(data), "tasks": list(s.tasks),
             "seeds": list(s.seeds), "methods": list(s.methods), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "seconds": seconds, "run_seconds": float(summaries["seconds"].sum()), "machine": machine(), "versions": versions(), "config": base.to_dict(),
-            "figure1": s.figure1_settings() if s.figure1 else None}
+            "figure1": s.figure1_settings() if s.figure1 else None,
+            "tuning": tuning.describe(tuned_here, s.tune_trials, folder, data, base)}
     write_json_atomic(folder / "report.json", meta)
     with atomic_write(folder / "REPORT.md", "w") as f:
         f.write(render(claims, overall.table, meta, sorted(drawn), truth, None if memory is None else memory.table))
@@ -272,6 +278,7 @@ def render(claims: pd.DataFrame, table2: pd.DataFrame, meta: dict, figures: list
              f"whose runs this one reused); "
              f"torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
              "Settings and versions: `report.json`; every claim: `claims.csv`.", "",
+             meta["tuning"], "",
              "## How to read it", "",
              "Each row is one claim of the paper, measured as paired per-seed differences on the same stream and "
              "seeds. Effects are signed so that **a positive value favours the paper**; a relative effect is "

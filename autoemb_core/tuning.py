@@ -1,0 +1,253 @@
+"""The tuning protocol: each method's settings chosen on a stream's offline stage, never on what is reported.
+
+One study per (task, method): Optuna's TPE sampler, seeded by the method and task, draws from the method's space
+in the method table (:data:`autoemb_core.methods.TABLE`), the same number of trials for every method, the
+method's current settings first. A trial streams the offline stage as a run does (every batch predicted before it
+is learned); its score is the prequential loss over that stage. At its halfway point a trial that is worse than
+three quarters of the trials before it is pruned, and so is a trial that runs :data:`TIME_CAP` times as long as
+the first, and over :data:`TIME_FLOOR` seconds (the budget is trials of bounded cost, one rule for every method). The studies live in Optuna journal files in the results folder:
+a tuning killed part way resumes without repeating a finished trial, and a finished study is reused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .atomic import atomic_write
+from .config import Config
+from .interactions import Interactions
+from .methods import TABLE, Choice
+
+TRIALS = 16  # the default budget: finished trials per method and task
+PRUNE_PERCENTILE = 75.0  # pruned at half time when worse than this share of the trials before it
+TIME_CAP = 8.0  # a trial is stopped (pruned) once it has run this many times as long as the first, the defaults'
+# (and at least TIME_FLOOR seconds): one micro-batch per sample costs the embedding models 30-80 times a
+# whole-batch step (benchmarks/README.md)
+TIME_FLOOR = 120.0
+STARTUP_TRIALS = 4  # trials that always run to the end before any is pruned
+EDGE = 0.02  # a chosen value within this share of its log range from an end sits on the edge
+
+
+def space(method: str) -> dict:
+    """The method's tuning space from the method table ({} where it has no setting, or is not tuned)."""
+    return dict(TABLE[method].space or {})
+
+
+def needs_tuning(cfg: Config, method: str, task: str) -> bool:
+    """A method with settings to tune and no tuned values for ``task`` (its own or those of ``tuned_as``)."""
+    spec = TABLE[method]
+    block = cfg.tuned.get(task, {})
+    return bool(spec.space) and method not in block and (spec.tuned_as is None or spec.tuned_as not in block)
+
+
+def tuning_stream(data: Interactions, cfg: Config) -> Interactions:
+    """The offline stage of ``data``: all a trial ever sees."""
+    return data.head(int(round(len(data) * cfg.offline_fraction)))
+
+
+def suggest(trial, key: str, spec) -> object:
+    """One setting's value for ``trial``: log-uniform in a (lo, hi) range, one of a :class:`Choice`, or for
+    ``popularity_thresholds`` a first threshold and an integer ratio to the next."""
+    import optuna  # noqa: F401
+    if isinstance(spec, Choice):
+        return trial.suggest_categorical(key, list(spec.values))
+    if key == "popularity_thresholds":
+        return thresholds(trial.suggest_int("first_threshold", *spec[0], log=True),
+                          trial.suggest_int("threshold_ratio", *spec[1], log=True), trial.user_attrs["spaces"])
+    return trial.suggest_float(key, *spec, log=True)
+
+
+def thresholds(first: int, ratio: int, spaces: int) -> list[int]:
+    """The popularity rule's ``spaces - 1`` thresholds: ``first``, then each ``ratio`` times the one before."""
+    return [first * ratio ** k for k in range(spaces - 1)]
+
+
+def current(cfg: Config, key: str):
+    """The setting's value in ``cfg`` as a trial of the space would give it (the first, enqueued trial)."""
+    if key == "popularity_thresholds":
+        t = cfg.rule_thresholds
+        return {"first_threshold": t[0], "threshold_ratio": max(2, t[1] // t[0]) if len(t) > 1 else 2}
+    return {key: getattr(cfg, key)}
+
+
+def values_of(params: dict, keys, spaces: int) -> dict:
+    """A trial's params as settings (the thresholds' two params become ``popularity_thresholds``)."""
+    out = {k: v for k, v in params.items() if k in keys}
+    if "first_threshold" in params:
+        out["popularity_thresholds"] = thresholds(params["first_threshold"], params["threshold_ratio"], spaces)
+    return {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in out.items()}
+
+
+def on_edge(values: dict, method: str) -> list[str]:
+    """The chosen rates that sit on an end of their log range: the range was wrong, widen it."""
+    found = []
+    for key, spec in space(method).items():
+        if isinstance(spec, Choice) or key == "popularity_thresholds" or key not in values:
+            continue
+        lo, hi = (math.log(x) for x in spec)
+        at = (math.log(values[key]) - lo) / (hi - lo)
+        if at <= EDGE or at >= 1 - EDGE:
+            found.append(f"{method}.{key} = {values[key]:g} is on the {'lower' if at <= EDGE else 'upper'} edge "
+                         f"of its range {spec[0]:g}..{spec[1]:g}")
+    return found
+
+
+def journal(path: Path):
+    """Optuna's journal file storage at ``path``, repaired first: a line cut short by a killed process is
+    dropped, and the lock it left behind removed (a results folder is tuned by one process at a time)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        text = path.read_bytes()
+        if text and not text.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(text.rfind(b"\n") + 1)
+                f.flush()
+                os.fsync(f.fileno())
+    lock = Path(f"{path}.lock")
+    if lock.exists() or lock.is_symlink():
+        lock.unlink()
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+def tune_method(base: Config, data: Interactions, method: str, task: str, trials: int, folder: Path,
+                log=None) -> dict:
+    """Run (or resume, or reuse) the study of ``method`` on ``task``: ``trials`` finished trials in all.
+    Returns {"values", "score", "trials", "pruned", "seconds", "edges"}; ``data`` is the tuning stream."""
+    import optuna
+    log = log or sys.stderr
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", "Fixed parameter .* is out of range", UserWarning)  # the current settings
+    from .train import NumericsError, StreamingTrainer
+    cfg = dataclasses.replace(base, task=task, method=method, progress=False, checkpoint_dir=None, resume=False)
+    keys = space(method)
+    storage = journal(folder / f"{task}-{method}.journal")
+    seed = int(hashlib.sha256(f"{task}/{method}".encode()).hexdigest()[:8], 16)
+    study = optuna.create_study(study_name=f"{task}-{method}", storage=storage, direction="minimize",
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, STARTUP_TRIALS))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    if not study.trials:
+        study.enqueue_trial({k: v for key in keys for k, v in current(cfg, key).items()})
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # killed part way:
+        study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params)  # its point runs again
+
+    def objective(trial) -> float:
+        began = time.perf_counter()
+        trial.set_user_attr("spaces", len(cfg.dims))
+        values = {key: suggest(trial, key, spec) for key, spec in keys.items()}
+        trainer = StreamingTrainer(data, Config.from_dict({**cfg.to_dict(), **values, "tuned": {}}))
+        half, total, size = len(trainer.batches) // 2, 0.0, 0
+        first = [t for t in study.get_trials(deepcopy=False) if t.number == 0 and t.value is not None]
+        cap = max(TIME_CAP * first[0].user_attrs["seconds"], TIME_FLOOR) if first else math.inf
+        try:
+            for index in range(len(trainer.batches)):
+                loss = trainer.step(index).loss
+                total, size = total + float(loss.sum()), size + len(loss)
+                if time.perf_counter() - began > cap:
+                    trial.set_user_attr("slow", True)
+                    trial.set_user_attr("seconds", time.perf_counter() - began)
+                    raise optuna.TrialPruned()
+                if index + 1 == half:
+                    trial.report(total / size, index)
+                    if trial.should_prune():
+                        trial.set_user_attr("seconds", time.perf_counter() - began)
+                        raise optuna.TrialPruned()
+        except NumericsError:  # a rate that diverges is as bad as a trial can be
+            trial.set_user_attr("diverged", True)
+            trial.set_user_attr("seconds", time.perf_counter() - began)
+            raise optuna.TrialPruned() from None
+        trial.set_user_attr("seconds", time.perf_counter() - began)
+        return total / size
+
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < trials:
+        print(f"tuning {method} ({task}) on {len(data):,} offline interactions: {trials - done} of {trials} trials "
+              f"to go", file=log, flush=True)
+        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)],
+                       catch=(), gc_after_trial=False)
+    ended = study.get_trials(deepcopy=False, states=finished)
+    complete = [t for t in ended if t.state == optuna.trial.TrialState.COMPLETE]
+    best = min(complete, key=lambda t: t.value)
+    values = values_of(best.params, keys, len(cfg.dims))
+    write_trials(study, folder / f"{task}-{method}.csv")
+    return {"values": values, "score": float(best.value), "trials": len(ended),
+            "pruned": len(ended) - len(complete), "seconds": float(sum(t.user_attrs.get("seconds", 0) for t in ended)),
+            "edges": on_edge(values, method)}
+
+
+def write_trials(study, path: Path) -> None:
+    """Every trial of ``study``: its number, state, params, score and seconds (atomically)."""
+    frame = pd.DataFrame([{"trial": t.number, "state": t.state.name, **t.params, "score": t.value,
+                           "seconds": t.user_attrs.get("seconds", np.nan)} for t in study.trials])
+    with atomic_write(path, "w") as f:
+        frame.to_csv(f, index=False)
+
+
+def ensure_tuned(base: Config, data: Interactions | None, methods, tasks, trials: int, folder,
+                 log=None) -> Config:
+    """``base`` with tuned values for every (task, method) that has none: each tuned by the protocol on
+    ``data``'s offline stage (None: ``base``'s dataset, loaded only if something needs tuning), within ``trials``
+    trials, in ``folder/tuning/``; the chosen values also go to ``folder/tuned.yaml`` (never to ``params/``).
+    ``trials`` 0: nothing is tuned."""
+    log = log or sys.stderr
+    todo = [(task, m) for task in tasks for m in dict.fromkeys(methods) if trials and needs_tuning(base, m, task)]
+    if not todo:
+        return base
+    if data is None:
+        from .data import load_dataset
+        data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
+    folder = Path(folder)
+    stream = tuning_stream(data, base)
+    chosen = {}
+    for task, method in todo:
+        chosen.setdefault(task, {})[method] = tune_method(base, stream, method, task, trials, folder / "tuning", log)
+    tuned = {task: {**base.tuned.get(task, {}), **{m: r["values"] for m, r in by.items()}}
+             for task, by in {**{t: {} for t in base.tuned}, **chosen}.items()}
+    write_tuned_yaml(folder / "tuned.yaml", chosen, data, trials)
+    edges = [e for by in chosen.values() for r in by.values() for e in r["edges"]]
+    print(f"tuned {len(todo)} method(s) on the offline stage of {data.name} ({trials} trials each); the values are "
+          f"in {folder / 'tuned.yaml'}, not in params/" + "".join(f"\nwarning: {e}: widen it" for e in edges),
+          file=log, flush=True)
+    return dataclasses.replace(base, tuned=tuned)
+
+
+def write_tuned_yaml(path: Path, chosen: dict, data: Interactions, trials: int) -> None:
+    """The tuned block (usable as ``--params``), with each study's score, trials, pruned trials and seconds."""
+    lines = [f"# chosen by the tuning protocol (autoemb_core.tuning) on the offline stage of {data.name}: Optuna TPE, "
+             f"{trials} trials per method, pruned at half time"]
+    for task, by in chosen.items():
+        for method, r in by.items():
+            lines.append(f"# {task}/{method}: prequential loss {r['score']:.5f}, {r['trials']} trials "
+                         f"({r['pruned']} pruned), {r['seconds']:.0f} s" + "".join(f"; {e}" for e in r["edges"]))
+    block = {"tuned": {task: {m: r["values"] for m, r in by.items()} for task, by in chosen.items()}}
+    with atomic_write(path, "w") as f:
+        f.write("\n".join(lines) + "\n" + yaml.safe_dump(block, sort_keys=True, default_flow_style=None, width=110))
+
+
+def describe(tuned: list, trials: int, folder, data: Interactions, cfg: Config) -> str:
+    """One line for a report: which (task, method) pairs were tuned here, on what, with what budget and time
+    (from ``folder/tuning``), or which ran untuned."""
+    if not tuned:
+        return "Tuning: every method ran with the tuned values of its params file (none was tuned here)."
+    pairs = ", ".join(f"{m} ({t})" for t, m in tuned)
+    if not trials:
+        return f"**Untuned** (`--no-tune`): {pairs} had no tuned values and ran at the package defaults."
+    files = [Path(folder, "tuning", f"{t}-{m}.csv") for t, m in tuned]
+    seconds = sum(float(pd.read_csv(f)["seconds"].fillna(0).sum()) for f in files if f.is_file())
+    return (f"Tuning: {pairs} had no tuned values, so each was tuned first on the offline stage of {data.name} "
+            f"(its first {len(tuning_stream(data, cfg)):,} interactions; the online stage "
+            f"reported here was never seen), {trials} trials each, {seconds / 60:.1f} min in all; the values are in "
+            "`tuned.yaml` (not in params/), the trials in `tuning/`.")

@@ -1,0 +1,142 @@
+"""The tuning protocol (autoemb_core.tuning): blind to the online stage, within its budget, written to the
+results folder only, resumable after a kill, reused when finished, and announced by the report."""
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import autoemb_core as ae
+from autoemb_core import tuning
+from autoemb_core.config import Config, params_dir
+from autoemb_core.methods import TABLE, Choice
+
+SMALL = dict(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=50, progress=False)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return ae.load_dataset("synthetic-tiny").head(2000)
+
+
+def studies(folder: Path, name: str):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "tuning" / f"{name}.journal")))
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+def test_tuning_never_sees_the_online_stage_and_stays_in_its_space(tiny, tmp_path):
+    """Flipping every online label changes nothing the tuning does; each value is in the method's space, the
+    first trial is the current settings, and the budget is the number of finished trials."""
+    flipped = copy.copy(tiny)
+    flipped.rating = tiny.rating.copy()
+    split = int(round(len(tiny) * Config().offline_fraction))
+    flipped.rating[split:] = 6 - flipped.rating[split:]
+    base = Config(**SMALL)
+    runs = [tuning.ensure_tuned(base, d, ["biases", "popularity-rule"], ["regression"], 5, tmp_path / name)
+            for d, name in ((tiny, "a"), (flipped, "b"))]
+    assert runs[0].tuned == runs[1].tuned
+    for name in ("biases", "popularity-rule"):
+        a, b = (studies(tmp_path / x, f"regression-{name}") for x in "ab")
+        assert [t.value for t in a] == [t.value for t in b] and len(a) == 5
+        assert a[0].params["train_passes"] == 1 and a[0].params["train_microbatch"] is None  # the current settings
+        values = runs[0].tuned["regression"][name]
+        for key, spec in TABLE[name].space.items():
+            if isinstance(spec, Choice):
+                assert values[key] in spec.values
+            elif key != "popularity_thresholds":
+                assert spec[0] <= values[key] <= spec[1] or values[key] == getattr(base, key)
+    written = yaml.safe_load((tmp_path / "a" / "tuned.yaml").read_text())
+    assert written["tuned"] == {"regression": {k: runs[0].tuned["regression"][k] for k in ("biases", "popularity-rule")}}
+    assert Config(**{**SMALL, "tuned": written["tuned"]}).tuned == written["tuned"]  # usable as a params file
+
+
+def test_a_method_with_tuned_values_is_not_tuned_and_no_trials_means_untuned(tiny, tmp_path):
+    base = Config(**SMALL, tuned={"regression": {"biases": {"lr": 0.01}, "autoemb": {"lr": 0.001}}})
+    assert not tuning.needs_tuning(base, "biases", "regression")
+    assert not tuning.needs_tuning(base, "autoemb-hard", "regression")  # it borrows autoemb's values
+    assert not tuning.needs_tuning(base, "global-mean", "regression")  # nothing to tune
+    assert tuning.needs_tuning(base, "biases", "classification")
+    assert tuning.ensure_tuned(base, tiny, ["biases"], ["regression"], 5, tmp_path) is base
+    assert tuning.ensure_tuned(base, tiny, ["fse"], ["regression"], 0, tmp_path) is base
+    assert not (tmp_path / "tuned.yaml").exists()
+
+
+def test_a_value_on_the_edge_of_its_range_is_flagged():
+    lo, hi = TABLE["fse"].space["lr"]
+    assert tuning.on_edge({"lr": lo}, "fse") and "lower" in tuning.on_edge({"lr": lo}, "fse")[0]
+    assert tuning.on_edge({"lr": hi}, "fse") and "upper" in tuning.on_edge({"lr": hi}, "fse")[0]
+    assert tuning.on_edge({"lr": (lo * hi) ** 0.5, "train_passes": 1}, "fse") == []
+    assert tuning.thresholds(8, 4, 3) == [8, 32] and tuning.thresholds(5, 2, 2) == [5]
+
+
+SCRIPT = """
+import sys, torch
+import autoemb_core as ae
+from autoemb_core import tuning
+from autoemb_core.config import Config
+torch.set_num_threads(1)
+data = ae.load_dataset("synthetic-tiny").head(3000)
+base = Config(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=50, progress=False)
+tuning.ensure_tuned(base, data, ["biases"], ["regression"], 10, sys.argv[1])
+"""
+
+
+def test_a_tuning_killed_part_way_resumes_without_repeating_trials_and_a_finished_one_is_reused(tmp_path):
+    folder = tmp_path / "results"
+    command = [sys.executable, "-c", SCRIPT, str(folder)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    journal = folder / "tuning" / "regression-biases.journal"
+    deadline = time.time() + 240
+    finished = []
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        if journal.is_file():
+            finished = [t for t in studies(folder, "regression-biases") if t.state.is_finished()]
+            if len(finished) >= 3:
+                break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 3 <= len(finished) < 10, "the kill came too late to test a resume"
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code": 5, "trial_id"')  # a line cut short by the kill
+    before = {t.number: (t.params, t.value) for t in studies(folder, "regression-biases") if t.state.is_finished()}
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    trials = studies(folder, "regression-biases")
+    done = [t for t in trials if t.state.is_finished() and t.state.name != "FAIL"]
+    assert len(done) == 10
+    for number, (params, value) in before.items():  # finished trials kept, not run again
+        if trials[number].state.name != "FAIL":
+            assert (trials[number].params, trials[number].value) == (params, value)
+    assert f"{10 - len([n for n in before if trials[n].state.name != 'FAIL'])} of 10 trials to go" in again.stderr
+    tuned = (folder / "tuned.yaml").read_text()
+    third = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0 and "trials to go" not in third.stderr  # finished: reused
+    assert len(studies(folder, "regression-biases")) == len(trials)
+    assert (folder / "tuned.yaml").read_text() == tuned
+
+
+def test_report_on_a_stream_with_no_tuned_values_tunes_first_and_says_so(tmp_path, capsys):
+    from autoemb_core.__main__ import main
+    params = sorted(p.read_text() for p in params_dir().glob("*.yaml"))
+    common = ["report", "--dataset", "synthetic-tiny", "--max-interactions", "2000", "--methods", "biases", "fse",
+              "--tasks", "regression", "--seeds", "0", "1", "--no-figure1", "--no-progress"]
+    assert main([*common, "--results-dir", str(tmp_path / "tuned"), "--tune-trials", "3"]) == 0
+    text = (tmp_path / "tuned" / "REPORT.md").read_text()
+    assert "tuned first on the offline stage of synthetic-tiny" in text and "3 trials each" in text
+    chosen = yaml.safe_load((tmp_path / "tuned" / "tuned.yaml").read_text())["tuned"]["regression"]
+    assert set(chosen) == {"biases", "fse"}
+    assert "tuned.yaml, not in params/" in capsys.readouterr().err
+    assert main([*common, "--results-dir", str(tmp_path / "untuned"), "--no-tune"]) == 0
+    assert "**Untuned**" in (tmp_path / "untuned" / "REPORT.md").read_text()
+    assert not (tmp_path / "untuned" / "tuned.yaml").exists()
+    assert sorted(p.read_text() for p in params_dir().glob("*.yaml")) == params  # params/ untouched
