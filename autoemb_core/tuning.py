@@ -72,12 +72,14 @@ def thresholds(first: int, ratio: int, spaces: int) -> list[int]:
     return [first * ratio ** k for k in range(spaces - 1)]
 
 
-def current(cfg: Config, key: str):
-    """The setting's value in ``cfg`` as a trial of the space would give it (the first, enqueued trial)."""
+def current(cfg: Config, key: str, spec):
+    """The setting's value in ``cfg`` as a trial of the space would give it (the first, enqueued trial); a 0 the
+    log range cannot hold (mf's ``embedding_l2``) becomes the range's lower end."""
     if key == "popularity_thresholds":
         t = cfg.rule_thresholds
         return {"first_threshold": t[0], "threshold_ratio": max(2, t[1] // t[0]) if len(t) > 1 else 2}
-    return {key: getattr(cfg, key)}
+    value = getattr(cfg, key)
+    return {key: spec[0] if not isinstance(spec, Choice) and value <= 0 else value}
 
 
 def values_of(params: dict, keys, spaces: int) -> dict:
@@ -138,8 +140,8 @@ def tune_method(base: Config, data: Interactions, method: str, task: str, trials
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, STARTUP_TRIALS))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    if not study.trials:
-        study.enqueue_trial({k: v for key in keys for k, v in current(cfg, key).items()})
+    if all(t.state == optuna.trial.TrialState.FAIL for t in study.trials):
+        study.enqueue_trial({k: v for key, spec in keys.items() for k, v in current(cfg, key, spec).items()})
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # killed part way:
         study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params)  # its point runs again

@@ -77,6 +77,15 @@ def test_a_value_on_the_edge_of_its_range_is_flagged():
     assert tuning.thresholds(8, 4, 3) == [8, 32] and tuning.thresholds(5, 2, 2) == [5]
 
 
+def test_the_first_trial_is_the_current_settings_even_where_a_log_range_cannot_hold_them():
+    spec = TABLE["mf"].space["embedding_l2"]
+    assert tuning.current(Config(method="mf"), "embedding_l2", spec) == {"embedding_l2": spec[0]}  # 0: the lowest
+    assert tuning.current(Config(method="mf", embedding_l2=0.01), "embedding_l2", spec) == {"embedding_l2": 0.01}
+    assert tuning.current(Config(), "train_microbatch", TABLE["fse"].space["train_microbatch"]) == \
+        {"train_microbatch": None}
+    assert tuning.current(Config(), "popularity_thresholds", None) == {"first_threshold": 8, "threshold_ratio": 8}
+
+
 SCRIPT = """
 import sys, torch
 import autoemb_core as ae
