@@ -67,6 +67,15 @@ def popularity_before_batch(ids: np.ndarray, batches: Batches) -> np.ndarray:
     return popularity
 
 
+def in_batch_counts(ids: np.ndarray, batches: Batches) -> np.ndarray:
+    """For every position, how many samples of its batch (itself included) have its id: how much a step on the
+    batch moves that id's row, beside the others'."""
+    batch = batches.batch_of(np.arange(len(ids)))
+    _, inverse, counts = np.unique(batch.astype(np.int64) * (int(ids.max(initial=0)) + 1) + ids, return_inverse=True,
+                                   return_counts=True)
+    return counts[inverse]
+
+
 def microbatches(n: int, size: int | None) -> list[tuple[int, int]]:
     """``[lo, hi)`` of the consecutive chunks of ``size`` that a batch of ``n`` training samples is learned in
     (``train_microbatch``); the whole batch where ``size`` is None or at least ``n``."""

@@ -45,6 +45,41 @@ def floor_table(runs: pd.DataFrame, reference: str = "biases") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def gap_table(folder: Path, data, reference: str = "biases", batch_size: int = 500,
+              offline_fraction: float = 0.7) -> pd.DataFrame:
+    """Where each method's online loss differs from ``reference``'s, per sample and paired by seed: the mean
+    difference by the user's popularity before the batch (log2 bucket) and by how many samples of its batch the
+    user has (the share of the batch's step its row gets). Below 0: the method is better there."""
+    from autoemb_core.stream import in_batch_counts, make_batches
+    batches = make_batches(len(data), batch_size, offline_fraction)
+    in_batch = in_batch_counts(data.user, batches)[batches.split:]
+    bucket = lambda v, edges, names: pd.cut(v, edges, right=False, labels=names)  # noqa: E731
+    frames = []
+    for path in sorted(folder.glob(f"*-{reference}-seed*/samples.parquet")):
+        task, seed = path.parent.name.split("-")[0], path.parent.name.rsplit("seed", 1)[1]
+        base = pd.read_parquet(path)
+        for other in sorted(folder.glob(f"{task}-*-seed{seed}/samples.parquet")):
+            method = other.parent.name[len(task) + 1:-len(f"-seed{seed}")]
+            if method == reference:
+                continue
+            frame = pd.DataFrame({"task": task, "method": method, "gap": pd.read_parquet(other)["loss"] - base["loss"],
+                                  "popularity": bucket(base["user_popularity"], [0, 1, 4, 16, 64, 256, np.inf],
+                                                       ["0", "1-3", "4-15", "16-63", "64-255", "256+"]),
+                                  "in batch": bucket(in_batch, [1, 2, 4, 8, 16, np.inf], ["1", "2-3", "4-7", "8-15",
+                                                                                          "16+"])})
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames)
+    parts = [frame.groupby(["task", "method", key], observed=True)["gap"].mean().unstack(key)
+             .rename(columns=lambda c, k=key: f"{k}: {c}") for key in ("popularity", "in batch")]
+    share = {f"{k}: {c}": v for k in ("popularity", "in batch") for c, v in
+             frame[frame["method"] == frame["method"].iloc[0]][k].value_counts(normalize=True).items()}
+    table = pd.concat(parts, axis=1)
+    table.loc[("share of samples", ""), :] = [share.get(c, np.nan) for c in table.columns]
+    return table
+
+
 def weight_movement(folder: Path, method: str = "darts") -> pd.DataFrame:
     """Mean |w - 1/N| of ``method``'s recorded weights, by log2 popularity bucket, side and task."""
     frames = []
@@ -93,6 +128,9 @@ def main(argv=None) -> int:
     table = paper_table(overall_table(runs))
     floor = floor_table(runs)
     moved = weight_movement(folder / "runs")
+    from autoemb_core.data import load_dataset
+    data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
+    gaps = gap_table(folder / "runs", data, batch_size=base.batch_size, offline_fraction=base.offline_fraction)
     import torch
     lines = [f"# Table 2 on {args.dataset}: every method and control, tuned alike",
              "", f"Command: `python benchmarks/table2.py --dataset {args.dataset} --seeds {' '.join(map(str, args.seeds))}"
@@ -103,6 +141,10 @@ def main(argv=None) -> int:
              "", "## Online stage, mean ± std over seeds", "", table.reset_index().to_markdown(index=False),
              "", "## The floor: online loss minus biases', paired by seed, 95% t interval", "",
              floor.to_markdown(index=False, floatfmt=".5f"),
+             "", "## Where the gap to biases is: mean per-sample online loss minus biases', paired by seed, by the "
+             "user's popularity before its batch and by how many samples of its batch the user has (last row: the "
+             "share of samples in each column)", "",
+             gaps.reset_index().to_markdown(index=False, floatfmt=".5f") if len(gaps) else "(no biases runs)",
              "", "## DARTS: mean |w - 1/N| by popularity bucket (2^k: log2(1 + popularity) = k)", "",
              moved.reset_index().to_markdown(index=False) if len(moved) else "(no darts runs)",
              "", "## Hypergradient: median over batches of |second-order part| / |first-order part|", "",

@@ -9,7 +9,7 @@ from autoemb_core.config import Config
 from autoemb_core.learner import tensors_in
 from autoemb_core.methods import METHODS
 from autoemb_core.model import loss_and_correct
-from autoemb_core.stream import microbatches
+from autoemb_core.stream import in_batch_counts, make_batches, microbatches
 from autoemb_core.train import StreamingTrainer, run
 
 SMALL = dict(dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=20, progress=False)
@@ -150,3 +150,12 @@ def test_the_settings_are_checked():
     for bad in ({"train_passes": 0}, {"train_passes": 1.5}, {"train_microbatch": 0}, {"row_gradient": "median"}):
         with pytest.raises(ae.DataError, match=next(iter(bad))):
             Config(**bad)
+
+
+def test_in_batch_counts_count_each_id_within_its_own_batch():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, 103)
+    batches = make_batches(len(ids), 10, 0.45)
+    naive = [sum(ids[j] == ids[i] for j in range(start, stop))
+             for start, stop, _ in batches for i in range(start, stop)]
+    assert in_batch_counts(ids, batches).tolist() == naive
