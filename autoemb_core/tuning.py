@@ -55,15 +55,15 @@ def tuning_stream(data: Interactions, cfg: Config) -> Interactions:
     return data.head(int(round(len(data) * cfg.offline_fraction)))
 
 
-def suggest(trial, key: str, spec) -> object:
+def suggest(trial, key: str, spec, spaces: int) -> object:
     """One setting's value for ``trial``: log-uniform in a (lo, hi) range, one of a :class:`Choice`, or for
-    ``popularity_thresholds`` a first threshold and an integer ratio to the next."""
+    ``popularity_thresholds`` (one fewer than ``spaces``) a first threshold and an integer ratio to the next."""
     import optuna  # noqa: F401
     if isinstance(spec, Choice):
         return trial.suggest_categorical(key, list(spec.values))
     if key == "popularity_thresholds":
         return thresholds(trial.suggest_int("first_threshold", *spec[0], log=True),
-                          trial.suggest_int("threshold_ratio", *spec[1], log=True), trial.user_attrs["spaces"])
+                          trial.suggest_int("threshold_ratio", *spec[1], log=True), spaces)
     return trial.suggest_float(key, *spec, log=True)
 
 
@@ -72,14 +72,12 @@ def thresholds(first: int, ratio: int, spaces: int) -> list[int]:
     return [first * ratio ** k for k in range(spaces - 1)]
 
 
-def current(cfg: Config, key: str, spec):
-    """The setting's value in ``cfg`` as a trial of the space would give it (the first, enqueued trial); a 0 the
-    log range cannot hold (mf's ``embedding_l2``) becomes the range's lower end."""
+def current(cfg: Config, key: str):
+    """The setting's value in ``cfg`` as a trial of the space would give it (the first, enqueued trial)."""
     if key == "popularity_thresholds":
         t = cfg.rule_thresholds
         return {"first_threshold": t[0], "threshold_ratio": max(2, t[1] // t[0]) if len(t) > 1 else 2}
-    value = getattr(cfg, key)
-    return {key: spec[0] if not isinstance(spec, Choice) and value <= 0 else value}
+    return {key: getattr(cfg, key)}
 
 
 def values_of(params: dict, keys, spaces: int) -> dict:
@@ -141,15 +139,14 @@ def tune_method(base: Config, data: Interactions, method: str, task: str, trials
                                 pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, STARTUP_TRIALS))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     if all(t.state == optuna.trial.TrialState.FAIL for t in study.trials):
-        study.enqueue_trial({k: v for key, spec in keys.items() for k, v in current(cfg, key, spec).items()})
+        study.enqueue_trial({k: v for key in keys for k, v in current(cfg, key).items()})
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # killed part way:
         study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params)  # its point runs again
 
     def objective(trial) -> float:
         began = time.perf_counter()
-        trial.set_user_attr("spaces", len(cfg.dims))
-        values = {key: suggest(trial, key, spec) for key, spec in keys.items()}
+        values = {key: suggest(trial, key, spec, len(cfg.dims)) for key, spec in keys.items()}
         trainer = StreamingTrainer(data, Config.from_dict({**cfg.to_dict(), **values, "tuned": {}}))
         half, total, size = len(trainer.batches) // 2, 0.0, 0
         first = [t for t in study.get_trials(deepcopy=False) if t.number == 0 and t.value is not None]

@@ -77,13 +77,18 @@ def test_a_value_on_the_edge_of_its_range_is_flagged():
     assert tuning.thresholds(8, 4, 3) == [8, 32] and tuning.thresholds(5, 2, 2) == [5]
 
 
-def test_the_first_trial_is_the_current_settings_even_where_a_log_range_cannot_hold_them():
-    spec = TABLE["mf"].space["embedding_l2"]
-    assert tuning.current(Config(method="mf"), "embedding_l2", spec) == {"embedding_l2": spec[0]}  # 0: the lowest
-    assert tuning.current(Config(method="mf", embedding_l2=0.01), "embedding_l2", spec) == {"embedding_l2": 0.01}
-    assert tuning.current(Config(), "train_microbatch", TABLE["fse"].space["train_microbatch"]) == \
-        {"train_microbatch": None}
-    assert tuning.current(Config(), "popularity_thresholds", None) == {"first_threshold": 8, "threshold_ratio": 8}
+def test_the_first_trial_is_the_current_settings_and_every_space_holds_them():
+    """Each method's current settings are a point of its space (0 for mf's embedding_l2 is one of its choices)."""
+    import optuna
+    for method in ("mf", "fse", "popularity-rule", "autoemb"):
+        cfg = Config(method=method)
+        first = {k: v for key in TABLE[method].space for k, v in tuning.current(cfg, key).items()}
+        study = optuna.create_study()
+        study.enqueue_trial(first)
+        trial = study.ask()
+        values = {key: tuning.suggest(trial, key, spec, len(cfg.dims)) for key, spec in TABLE[method].space.items()}
+        assert values == {key: list(cfg.rule_thresholds) if key == "popularity_thresholds" else getattr(cfg, key)
+                          for key in TABLE[method].space}
 
 
 SCRIPT = """
