@@ -54,7 +54,8 @@ def objective(learner, view, n_train, xi):
         with torch.no_grad():
             for s, g in zip(SIDES, grads[:2]):
                 rows = train.local[s]
-                learner.tables[s].update(view.ids[s].index_select(0, rows), g.index_select(0, rows))
+                learner.tables[s].update(view.ids[s].index_select(0, rows),
+                                         learner.row_gradient(train, g.index_select(0, rows)))
             for p, g in zip(learner.dense.values(), grads[2:]):
                 p.grad = g
             learner.dlrs_opt.step()
@@ -106,9 +107,10 @@ def test_embedding_l2_is_the_per_sample_penalty_and_enters_the_real_step(tiny):
     assert without.penalty(without.w_leaves(view), view) == 0.0
     for learner in (with_l2, without):
         learner.train_w(view, *learner.training_outputs(view, learner.selection(view, learner.theta(view))))
-    for s in SIDES:  # SGD: the penalty's gradient, 2 l2 (count / n) e, is the only difference between the two steps
+    for s in SIDES:  # SGD: the penalty's gradient, 2 l2 count e summed over the row's samples (row_gradient: sum),
+        # is the only difference between the two steps
         counts = torch.zeros(len(rows[s]), dtype=torch.float64).index_add_(0, view.ids[s], view.counts[s].double())
-        expected = -0.1 * 2 * 0.5 * (counts / 60).unsqueeze(1) * rows[s]
+        expected = -0.1 * 2 * 0.5 * counts.unsqueeze(1) * rows[s]
         torch.testing.assert_close(with_l2.tables[s].weight - without.tables[s].weight, expected, rtol=1e-9, atol=1e-12)
 
 

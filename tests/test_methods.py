@@ -71,7 +71,8 @@ def test_mean_predictors_match_a_naive_loop(tiny, method, task):
 
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_biases_take_exactly_one_step_over_each_batch(tiny, task):
-    """biases: predict with mu + b_u + b_i, then one row-wise Adagrad step on the batch's mean loss."""
+    """biases: predict with mu + b_u + b_i, then one row-wise Adagrad step: each row's gradient its own samples'
+    summed (row_gradient: sum), mu's the batch's mean loss's."""
     cfg = Config(method="biases", task=task, table_lr=0.3, lr=0.05, **SMALL)
     trainer = StreamingTrainer(tiny, cfg, dtype=torch.float64)
     bu, bi = torch.zeros(tiny.n_users, cfg.n_outputs, dtype=torch.float64), torch.zeros(tiny.n_items, cfg.n_outputs, dtype=torch.float64)
@@ -90,7 +91,7 @@ def test_biases_take_exactly_one_step_over_each_batch(tiny, task):
         gu, gi, gm = torch.autograd.grad(loss, [ru, ri, mu])
         for table, acc, ids, g in ((bu, su, user, gu), (bi, si, item, gi)):
             unique, inverse = torch.unique(ids, return_inverse=True)
-            summed = torch.zeros(len(unique), cfg.n_outputs, dtype=torch.float64).index_add_(0, inverse, g)
+            summed = torch.zeros(len(unique), cfg.n_outputs, dtype=torch.float64).index_add_(0, inverse, g) * len(ids)
             acc[unique] += summed ** 2
             table[unique] -= 0.3 * summed / (acc[unique].sqrt() + 1e-8)
         mu.grad = gm
