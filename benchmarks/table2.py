@@ -1,7 +1,7 @@
 """Table 2 with the floor and the controls: every method, tuned alike, on one dataset, seeds paired.
 
     python benchmarks/table2.py --dataset ml-100k [--seeds 0 1 2 3 4] [--tasks regression classification]
-        [--methods ...] [--threads 1] [--results-dir results/table2/<dataset>] [--name FILE]
+        [--methods ...] [--threads 1] [--results-dir results/table2/<dataset>] [--params FILE] [--name FILE]
 
 Runs ``compare`` with the tuned values of ``params/<dataset>.yaml`` and writes ``benchmarks/table2/<dataset>.md``:
 
@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(TABLE2))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results-dir", default=None)
+    parser.add_argument("--params", default=None, help="a params file over params/<dataset>.yaml, such as a "
+                        "tuned.yaml of the tuning protocol (its tuned: block replaces the methods' values)")
     parser.add_argument("--name", default=None, help="the file under benchmarks/table2/ (default: the dataset, "
                         "with the task when there is one)")
     args = parser.parse_args(argv)
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     folder = Path(args.results_dir or ROOT / "results" / "table2" / args.dataset)
     folder.mkdir(parents=True, exist_ok=True)
-    base = resolve({"dataset": args.dataset, "data_dir": args.data_dir, "progress": False})
+    base = resolve({"dataset": args.dataset, "data_dir": args.data_dir, "progress": False}, args.params)
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
     runs.to_csv(folder / "runs.csv", index=False)
     ratios = []
@@ -136,8 +138,10 @@ def main(argv=None) -> int:
              "", f"Command: `python benchmarks/table2.py --dataset {args.dataset} --seeds {' '.join(map(str, args.seeds))}"
              f" --tasks {' '.join(args.tasks)}"
              + (f" --methods {' '.join(args.methods)}" if list(args.methods) != list(TABLE2) else "")
+             + (f" --params {args.params}" if args.params else "")
              + (f" --name {args.name}" if args.name else "") + f"`; {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} thread(s). Tuned values: params/{args.dataset}.yaml.",
+             f"torch {torch.__version__}, {torch.get_num_threads()} thread(s). Tuned values: "
+             + (f"{args.params} over " if args.params else "") + f"params/{args.dataset}.yaml.",
              "", "## Online stage, mean ± std over seeds", "", table.reset_index().to_markdown(index=False),
              "", "## The floor: online loss minus biases', paired by seed, 95% t interval", "",
              floor.to_markdown(index=False, floatfmt=".5f"),

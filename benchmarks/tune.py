@@ -1,7 +1,7 @@
 """Tune a dataset's methods by the tuning protocol and write the values into ``params/<dataset>.yaml``.
 
     python benchmarks/tune.py --dataset ml-100k [--data-dir data] [--tasks regression classification]
-        [--methods ...] [--trials 16] [--folder benchmarks/tuning/<dataset>] [--write]
+        [--methods ...] [--trials 16] [--folder benchmarks/tuning/<dataset>] [--write] [--tuned-yaml FILE]
 
 The protocol is :mod:`autoemb_core.tuning`'s, the one ``report``, ``compare`` and ``sweep`` run on a stream with no
 tuned values: Optuna's seeded TPE over each method's space in the method table, ``--trials`` per method, on data
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tuning-seed", type=int, default=1, help="generator seed of a synthetic tuning stream")
     parser.add_argument("--folder", default=None, help="the studies and trials (default: benchmarks/tuning/<dataset>)")
     parser.add_argument("--write", action="store_true", help="write the chosen values into params/<dataset>.yaml")
+    parser.add_argument("--tuned-yaml", default=None, help="also write them as a tuned: block to this file (a params "
+                        "file for --params, as report's tuned.yaml)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     folder = Path(args.folder or ROOT / "benchmarks" / "tuning" / args.dataset)
@@ -75,6 +77,9 @@ def main(argv=None) -> int:
         for method, r in by.items():
             print(f"{task:>14} {method:>15}: {r['score']:.5f} ({r['trials']} trials, {r['pruned']} pruned, "
                   f"{r['seconds']:.0f} s) {r['values']}" + "".join(f"\n  warning: {e}" for e in r["edges"]))
+    if args.tuned_yaml:
+        tuning.write_tuned_yaml(Path(args.tuned_yaml), chosen, data, args.trials)
+        print(f"wrote {args.tuned_yaml}")
     if args.write:
         params = ROOT / "params" / f"{args.dataset}.yaml"
         stage = ("offline stage of generator seed %d" % args.tuning_seed if args.dataset.startswith("synthetic")
