@@ -27,6 +27,7 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
+from . import tuning
 from .config import SETTINGS, Config, Figure1Settings, from_layers, layers, must, not_one_of, params_dir
 from .methods import FIXED, METHODS, PAPER, TABLE2
 from .data import load_dataset
@@ -92,6 +93,12 @@ def int_list(minimum: int = 0, increasing: bool = False) -> Callable:
             raise must(name, "distinct values" + (", increasing" if increasing else ""), value)
         return list(items)
     return check
+
+
+def non_negative_int(name, value):
+    if not (_is_int(value) and value >= 0):
+        raise must(name, "an integer >= 0", value)
+    return value
 
 
 def positive_int(name, value):
@@ -192,6 +199,9 @@ def _common(task: Knob, methods: list, seeds: list, max_interactions, folder_nam
 
 
 _ONE_TASK = Knob("regression", None, "regression (MSE) or classification (CE)")
+TUNE = Knob(tuning.TRIALS, non_negative_int, "a method with no tuned values for a task (none in params/<dataset>.yaml) "
+            "is tuned first on the stream's offline stage with this many trials, into results_dir/tuned.yaml; 0: "
+            "it runs at the defaults")
 QUICK = Figure1Settings.quick()  # notebook 01's Figure 1, the demo's
 
 NOTEBOOKS: dict[str, dict[str, Knob]] = {
@@ -210,9 +220,11 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
         **_common(Knob("both", choice("regression", "classification", "both"),
                        "regression, classification or both (Table 2 has both)"),
                   list(TABLE2), [0, 1, 2], 10_000, "02_overall"),
+        "tune_trials": TUNE,
     },
     "popularity": {
         **_common(_ONE_TASK, list(PAPER), [0, 1], 20_000, "03_popularity"),
+        "tune_trials": TUNE,
         "side": Knob("user", choice("user", "item"), "whose popularity the buckets of Figures 6 and 7 count"),
         "min_samples": Knob(200, positive_int, "the top popularity bucket holds at least this many samples"),
         "weights_method": Knob("autoemb", choice("autoemb", "sam", "darts"), "whose weights Figure 7 shows"),
@@ -229,6 +241,7 @@ NOTEBOOKS: dict[str, dict[str, Knob]] = {
     },
     "data_efficiency": {
         **_common(_ONE_TASK, list(PAPER), [0, 1], 20_000, "04_data_efficiency"),
+        "tune_trials": TUNE,
         "points": Knob(20, positive_int, "points along the offline stage"),
         "early_fraction": Knob(0.2, fraction, "the early, data-poor part of the offline stage that the claim reads"),
     },
@@ -287,6 +300,13 @@ class Setup:
         """The dataset, cut to ``max_interactions``."""
         c = self.config
         return load_dataset(c.dataset, c.data_dir, max_interactions=c.max_interactions)
+
+    def tune(self, data: Interactions) -> Config:
+        """Tune first every method with no tuned values for a task (:func:`autoemb_core.tuning.ensure_tuned`,
+        ``tune_trials`` trials on ``data``'s offline stage); the runs' Config then carries the chosen values."""
+        self.config = tuning.ensure_tuned(self.config, data, self.methods, self.tasks, self.tune_trials,
+                                          self.results_dir)
+        return self.config
 
     def table(self) -> pd.DataFrame:
         """Each parameter (and each other Config setting given or read from a file): value and source."""

@@ -39,7 +39,7 @@ def folder(tmp_path_factory):
     (folder / "small.yaml").write_text("hidden: [8]\ncontroller_hidden: [6]\nbatch_size: 100\nrecord_alpha_every: 1\n")
     argv = ["report", "--dataset", DATASET, "--max-interactions", "1500", "--tasks", "regression",
             "--seeds", *map(str, SEEDS), "--methods", *METHODS, "--train-sizes", "1", "4", "--n-test", "2",
-            "--n-validation", "2", "--max-epochs", "2", "--frontier", "--no-progress",
+            "--n-validation", "2", "--max-epochs", "2", "--frontier", "--no-progress", "--no-tune",
             "--params", str(folder / "small.yaml"), "--results-dir", str(folder)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fr, "frontier", lambda *args, **kwargs: FRONTIER)

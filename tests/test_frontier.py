@@ -159,7 +159,7 @@ def test_the_frontier_command_writes_its_table_claims_and_figure(tmp_path, capsy
 def test_the_report_adds_the_frontier_when_asked(tiny, tmp_path):
     settings = ReportSettings(Config(**FAST), tmp_path, tasks=("regression",), seeds=(0, 1),
                               methods=("fse", "autoemb"), figure1=False, frontier=True,
-                              frontier_points=tuple(fr.points((2, 146), (), (0.1,), fresh=False)))
+                              frontier_points=tuple(fr.points((2, 146), (), (0.1,), fresh=False)), tune_trials=0)
     claims = report(settings, tiny)
     assert "hard AutoEmb is on the FSE-d / popularity-rule frontier" in set(claims["claim"])
     text = (tmp_path / "REPORT.md").read_text()

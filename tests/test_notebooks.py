@@ -11,8 +11,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 
-from autoemb_core.methods import TABLE2
+from autoemb_core.methods import TABLE2, TUNED
 from autoemb_core.nbparams import NOTEBOOKS
 
 ROOT = Path(__file__).parents[1]
@@ -72,7 +73,10 @@ def netflix_dir(tmp_path):
 
 def test_table2_on_a_netflix_folder_with_papermill(tmp_path, netflix_dir):
     out = tmp_path / "out"
-    papermill("overall", tmp_path, dataset="netflix", data_dir=str(netflix_dir), results_dir=str(out), seeds=[0, 1])
+    papermill("overall", tmp_path, dataset="netflix", data_dir=str(netflix_dir), results_dir=str(out), seeds=[0, 1],
+              tune_trials=2)
+    tuned = yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]  # netflix has no tuned values: tuned first
+    assert set(tuned) == {"regression", "classification"} and set(tuned["regression"]) == set(TUNED) - {"global-mean"}
     table2 = pd.read_csv(out / "table2.csv")
     assert set(table2.row) == {"ours", "ours vs FSE", "paper (netflix)", "paper vs FSE"}
     assert set(table2.task) == {"Regression", "Classification"}
@@ -86,7 +90,7 @@ def test_table2_on_a_netflix_folder_with_papermill(tmp_path, netflix_dir):
 ])
 def test_the_figures_on_a_netflix_folder_with_papermill(tmp_path, netflix_dir, name, extra, files):
     out = tmp_path / "out"
-    papermill(name, tmp_path, dataset="netflix", data_dir=str(netflix_dir), results_dir=str(out), **extra)
+    papermill(name, tmp_path, dataset="netflix", data_dir=str(netflix_dir), results_dir=str(out), tune_trials=0, **extra)
     for file in files:
         assert (out / file).stat().st_size > 0
 
@@ -134,7 +138,7 @@ def test_notebooks_take_checkpoint_parameters_and_resume(tmp_path, netflix_dir):
     the same results from the finished runs' checkpoints."""
     ckpt = tmp_path / "ckpt"
     common = dict(dataset="netflix", data_dir=str(netflix_dir), methods=["fse", "autoemb"], seeds=[0],
-                  checkpoint_dir=str(ckpt), checkpoint_every=2)
+                  checkpoint_dir=str(ckpt), checkpoint_every=2, tune_trials=0)
     (tmp_path / "first").mkdir(), (tmp_path / "second").mkdir()
     papermill("data_efficiency", tmp_path / "first", results_dir=str(tmp_path / "a"), **common)
     assert sorted(p.name for p in ckpt.iterdir()) == ["netflix-autoemb-regression-seed0.pt",
@@ -153,7 +157,7 @@ def test_a_headless_run_reports_progress_and_a_local_cluster_runs_the_cells(tmp_
     notebook on ``scheduler=local`` gives the same figure data as in the kernel."""
     out = tmp_path / "out.ipynb"
     common = ["-p", "dataset", "netflix", "-p", "data_dir", str(netflix_dir), "-p", "methods", "fse,autoemb",
-              "-p", "seeds", "0", "-p", "threads", "1"]
+              "-p", "seeds", "0", "-p", "threads", "1", "-p", "tune_trials", "0"]
     done = subprocess.run(
         [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / FILES["data_efficiency"]), str(out),
          "-k", "python3", "--cwd", str(tmp_path), "--log-output", "--no-progress-bar", *common,
@@ -169,7 +173,7 @@ def test_a_headless_run_reports_progress_and_a_local_cluster_runs_the_cells(tmp_
         assert any(line.endswith(f"online_loss {summary['online_loss']:.4f}, online_acc {summary['online_accuracy']:.3f}")
                    for line in lines), "the last line gives the run's online metrics"
     papermill("data_efficiency", tmp_path, dataset="netflix", data_dir=str(netflix_dir), methods=["fse", "autoemb"],
-              seeds=[0], threads=1, scheduler="local", workers=2, results_dir=str(tmp_path / "cluster"))
+              seeds=[0], threads=1, scheduler="local", workers=2, tune_trials=0, results_dir=str(tmp_path / "cluster"))
     kernel, cluster = (pd.read_csv(tmp_path / d / "figure8_offline.csv") for d in ("kernel", "cluster"))
     pd.testing.assert_frame_equal(kernel, cluster)
 

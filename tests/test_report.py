@@ -95,7 +95,7 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
     argv = ["report", "--dataset", "synthetic-tiny", "--seeds", "0", "1", "--max-interactions", "3000",
             "--methods", "biases", "fse", "uniform", "random", "popularity-rule", "sam", "darts", "autoemb",
             "--train-sizes", "1", "4", "--n-test", "2", "--n-validation", "2", "--max-epochs", "2", "--results-dir", str(folder),
-            "--no-progress", "--params", str(tmp_path / "small.yaml")]
+            "--no-progress", "--no-tune", "--params", str(tmp_path / "small.yaml")]
     (tmp_path / "small.yaml").write_text("hidden: [8]\ncontroller_hidden: [6]\nbatch_size: 50\nrecord_alpha_every: 1\n")
     open_before = set(plt.get_fignums())
     assert main(argv) == 0

@@ -105,12 +105,13 @@ def test_a_sweep_on_a_tcp_scheduler_matches_in_process_bit_for_bit_and_survives_
 def test_the_sweep_command_on_a_local_cluster_writes_table2_and_reruns_nothing(tmp_path, capsys):
     argv = ["sweep", "--dataset", "synthetic-tiny", "--methods", "fse", "sam", "--tasks", "regression",
             "--seeds", "0", "1", "--max-interactions", "3000", "--threads", "1", "--scheduler", "local",
-            "--workers", "2", "--results-dir", str(tmp_path), "--no-progress"]
+            "--workers", "2", "--results-dir", str(tmp_path), "--no-progress", "--no-tune"]
     assert main(argv) == 0
     assert {"runs.csv", "overall.md", "table2.md"} <= {p.name for p in tmp_path.iterdir()}
     first = _metrics(tmp_path / "runs")
     assert len(first) == 4
-    in_process = ["compare", *argv[1:argv.index("--scheduler")], "--results-dir", str(tmp_path / "inline"), "--no-progress"]
+    in_process = ["compare", *argv[1:argv.index("--scheduler")], "--results-dir", str(tmp_path / "inline"), "--no-progress",
+                 "--no-tune"]
     assert main(in_process) == 0
     assert _metrics(tmp_path / "inline" / "runs") == first  # the local cluster computes the same bits
     capsys.readouterr()
