@@ -270,10 +270,13 @@ class Config:
     BOOKKEEPING = ("progress", "data_dir", "results_dir", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
                    "resume", "device", "threads", "tuned", "explicit")
 
+    # settings added with a default other than what runs saved before them computed: their value in those runs
+    BEFORE = {"row_gradient": "mean"}
+
     def differences(self, other: dict) -> dict:
         """Settings that change what a run computes and differ from ``other`` (a :meth:`to_dict`)."""
-        mine, defaults = self.to_dict(), type(self)(method=self.method).to_dict()
-        # a setting added after ``other`` was saved computes what it computed before at its default
+        mine, defaults = self.to_dict(), {**type(self)(method=self.method).to_dict(), **self.BEFORE}
+        # a setting added after ``other`` was saved computes what it computed before at its default (or BEFORE's)
         other = {**{k: v for k, v in defaults.items() if k not in other}, **other}
         return {k: (other.get(k), mine.get(k)) for k in sorted(set(mine) | set(other))
                 if k not in self.BOOKKEEPING and mine.get(k) != other.get(k)}

@@ -159,3 +159,12 @@ def test_in_batch_counts_count_each_id_within_its_own_batch():
     naive = [sum(ids[j] == ids[i] for j in range(start, stop))
              for start, stop, _ in batches for i in range(start, stop)]
     assert in_batch_counts(ids, batches).tolist() == naive
+
+
+def test_a_run_saved_before_row_gradient_existed_is_not_reused_as_a_sum_run():
+    """Runs saved before the setting computed with the mean: a results folder or checkpoint of theirs is not
+    taken for today's default, and is for ``row_gradient: mean``."""
+    old = Config().to_dict()
+    del old["row_gradient"], old["train_passes"], old["train_microbatch"]
+    assert Config().differences(old) == {"row_gradient": ("mean", "sum")}
+    assert Config(row_gradient="mean").differences(old) == {}
