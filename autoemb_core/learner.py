@@ -116,10 +116,13 @@ class Learner:
         raise NotImplementedError
 
     # -- shared tools ---------------------------------------------------------------------------
-    def row_gradient(self, view: View, grad: torch.Tensor) -> torch.Tensor:
+    def row_gradient(self, view: View, grad: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """A table row's gradient from the mean loss over ``view``: as it is (``row_gradient: mean``), or its
-        own samples' gradients summed (``sum``): the mean's times the step's size."""
-        return grad if self.cfg.row_gradient == "mean" else grad * len(view.target)
+        own samples' gradients summed (``sum``): the mean's times the step's size (in place with ``inplace``,
+        for a gradient no graph holds)."""
+        if self.cfg.row_gradient == "mean":
+            return grad
+        return grad.mul_(len(view.target)) if inplace else grad * len(view.target)
 
     def optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         """The dense optimizer (``cfg.optimizer``) at ``lr``."""
@@ -301,7 +304,7 @@ class EmbeddingLearner(Learner):
         self.guard("gradient of W", grads[:len(w)], clip=True)
         self.guard(f"gradient of Theta ({self.cfg.method}, joint)", grads[len(w):], clip=True)
         for s, g in zip(SIDES, grads[:2]):
-            self.tables[s].update(view.ids[s], self.row_gradient(view, g))
+            self.tables[s].update(view.ids[s], self.row_gradient(view, g, inplace=True))
         for p, g in zip(list(w.values())[2:], grads[2:len(w)]):
             p.grad = g
         self.dlrs_opt.step()

@@ -124,8 +124,8 @@ class Biases(Reference):
         rows = {s: self.tables[s].gather(view.ids[s]) for s in SIDES}
         loss = loss_and_correct(self._logits(rows, view), view.target, self.task)[0].mean()
         g_user, g_item, g_mu = torch.autograd.grad(loss, [rows["user"], rows["item"], self.mu])
-        self.tables["user"].update(view.ids["user"], self.row_gradient(view, g_user))
-        self.tables["item"].update(view.ids["item"], self.row_gradient(view, g_item))
+        self.tables["user"].update(view.ids["user"], self.row_gradient(view, g_user, inplace=True))
+        self.tables["item"].update(view.ids["item"], self.row_gradient(view, g_item, inplace=True))
         self.mu.grad = g_mu
         self.mu_opt.step()
         self.mu_opt.zero_grad(set_to_none=True)
@@ -194,7 +194,7 @@ class MF(Reference):
         grads = torch.autograd.grad(loss, [*rows, *self.dense])
         self.guard("gradient of W", grads, clip=True)
         for table, s, g in zip(tables, SIDES * 2, grads):
-            table.update(view.ids[s], self.row_gradient(view, g))
+            table.update(view.ids[s], self.row_gradient(view, g, inplace=True))
         for p, g in zip(self.dense, grads[4:]):
             p.grad = g
         self.dense_opt.step()

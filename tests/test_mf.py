@@ -45,7 +45,8 @@ def test_mf_predicts_as_a_naive_loop_and_learns_only_after(tiny, task):
 def test_mf_step_follows_numerical_derivatives_of_its_loss(tiny, task):
     """With SGD tables and SGD dense parameters one fit moves every parameter by minus its rate (``table_lr`` for
     the biases, ``factor_lr`` for the factors, ``lr`` for mu and the head) times the derivative of the batch's mean
-    loss plus the L2 term on the factors (checked against central differences)."""
+    loss plus the L2 term on the factors (checked against central differences), times the batch's size for the
+    table rows (``row_gradient: sum``)."""
     l2, lr, table_lr, factor_lr = 0.3, 0.05, 0.7, 0.2
     cfg = Config(method="mf", task=task, table_optimizer="sgd", optimizer="sgd", table_lr=table_lr, lr=lr,
                  factor_lr=factor_lr, embedding_l2=l2, embedding_init_std=0.5, **SMALL)
@@ -72,7 +73,9 @@ def test_mf_step_follows_numerical_derivatives_of_its_loss(tiny, task):
     before = parameters()
     learner.learn(view)
     after = parameters()
-    rates = {"b_user": table_lr, "b_item": table_lr, "p_user": factor_lr, "q_item": factor_lr, "mu": lr, "head": lr}
+    n = len(target)  # row_gradient sum: a row's gradient is its samples' summed, n times the mean loss's
+    rates = {"b_user": table_lr * n, "b_item": table_lr * n, "p_user": factor_lr * n, "q_item": factor_lr * n, "mu": lr,
+             "head": lr}
     h = 1e-6
     probes = [("b_user", int(users[0]), 0), ("p_user", int(users[3]), 2), ("b_item", int(items[1]), 0),
               ("q_item", int(items[5]), 5), ("mu", None, 0)] + ([("head", 3, 1)] if learner.head is not None else [])
