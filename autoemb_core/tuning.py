@@ -31,8 +31,8 @@ from .methods import TABLE, Choice
 TRIALS = 16  # the default budget: finished trials per method and task
 PRUNE_PERCENTILE = 75.0  # pruned at half time when worse than this share of the trials before it
 TIME_CAP = 8.0  # a trial is stopped (pruned) once it has run this many times as long as the first, the defaults'
-# (and at least TIME_FLOOR seconds): one micro-batch per sample costs the embedding models 30-80 times a
-# whole-batch step (benchmarks/README.md)
+# (and at least TIME_FLOOR seconds): one micro-batch per sample costs 19 (AutoEmb) to 200 (MF) times the whole
+# batch (benchmarks/learning_cost.md)
 TIME_FLOOR = 120.0
 STARTUP_TRIALS = 4  # trials that always run to the end before any is pruned
 EDGE = 0.02  # a chosen value within this share of its log range from an end sits on the edge
