@@ -14,6 +14,8 @@ from .data import dataset_names
 from .interactions import DataError
 from .methods import METHODS, TABLE
 
+TRANSFORMS = ("bn-tanh", "tanh", "bn", "linear")  # Config.transform: which of BatchNorm and tanh follow eq. 1's Linear
+
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 TUNABLE = ("lr", "table_lr", "factor_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
@@ -41,6 +43,8 @@ class Config:
     hidden: tuple[int, ...] = (512, 512)
     controller_hidden: tuple[int, ...] = (512, 512)
     popularity_buckets: int = 34  # one-hot of min(floor(log2(1 + popularity)), buckets - 1)
+    transform: str = "bn-tanh"  # eq. 1-2, each space to d_N: Linear -> BatchNorm -> tanh (bn-tanh, the paper's),
+    # Linear -> tanh (tanh), Linear -> BatchNorm (bn) or Linear alone (linear)
     shared_batchnorm: bool = False  # one BatchNorm for all spaces (ESAPN) instead of one per space
     selection: str = "mean"  # eq. 7: (1/N) sum_n alpha_n e_n; "sum" drops the 1/N
     embedding_init_std: float = 0.1
@@ -201,7 +205,7 @@ class Config:
                    "validation": ("uniform", "previous", "incoming", "holdout"),
                    "table_optimizer": ("adam", "adagrad", "sgd"), "storage": ("full", "mixed"),
                    "move_init": ("transfer", "fresh"), "row_gradient": ("mean", "sum"),
-                   "predict_batchnorm": ("running", "batch")}
+                   "transform": TRANSFORMS, "predict_batchnorm": ("running", "batch")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise not_one_of(name, getattr(self, name), allowed, where(name))

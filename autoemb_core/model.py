@@ -150,10 +150,11 @@ class DLRS(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.dims, self.selecting, self.mean, self.fast = cfg.dims, cfg.selecting, cfg.selection == "mean", cfg.fast_path
+        self.normalize, self.squash = cfg.transform in ("bn-tanh", "bn"), cfg.transform in ("bn-tanh", "tanh")
         if self.selecting:
             out = cfg.dims[-1]
             self.proj = nn.ModuleDict({s: nn.ModuleList(nn.Linear(d, out) for d in cfg.dims) for s in SIDES})
-            n_bn = 1 if cfg.shared_batchnorm else len(cfg.dims)
+            n_bn = (1 if cfg.shared_batchnorm else len(cfg.dims)) if self.normalize else 0
             self.bn = nn.ModuleDict({s: nn.ModuleList(nn.BatchNorm1d(out) for _ in range(n_bn)) for s in SIDES})
             width = out
         else:
@@ -161,8 +162,8 @@ class DLRS(nn.Module):
         self.head = mlp([2 * width, *cfg.hidden, cfg.n_outputs], FastTanh if self.fast else nn.Tanh)
 
     def represent(self, side: str, rows, weights, inverse, counts, bn_mode: str) -> torch.Tensor:
-        """Eq. 1, 2 and 7: transform each space to d_N, normalize, squash, and mix with ``weights``; one
-        row per unique id with ``fast``, else one per sample."""
+        """Eq. 1, 2 and 7: transform each space to d_N, normalize and squash (as ``transform`` says), and mix
+        with ``weights``; one row per unique id with ``fast``, else one per sample."""
         if not self.selecting:
             return rows if self.fast else rows.index_select(0, inverse)
         if not self.fast:
@@ -170,8 +171,10 @@ class DLRS(nn.Module):
         squash = tanh if self.fast else torch.tanh
         spaces = []
         for n, part in enumerate(rows.split(self.dims, dim=1)):
-            bn = self.bn[side][min(n, len(self.bn[side]) - 1)]
-            spaces.append(squash(batch_norm(bn, self.proj[side][n](part), bn_mode, counts, len(inverse))))
+            space = self.proj[side][n](part)
+            if self.normalize:
+                space = batch_norm(self.bn[side][min(n, len(self.bn[side]) - 1)], space, bn_mode, counts, len(inverse))
+            spaces.append(squash(space) if self.squash else space)
         mixed = torch.bmm(weights.unsqueeze(1), torch.stack(spaces, dim=1)).squeeze(1)
         return mixed / len(self.dims) if self.mean else mixed
 

@@ -10,10 +10,10 @@ import torch
 
 import autoemb_core as ae
 from autoemb_core.__main__ import in_flags, main as cli
-from autoemb_core.config import Config
+from autoemb_core.config import TRANSFORMS, Config
 from autoemb_core.learner import tensors_in
 from autoemb_core.methods import BILEVEL, METHODS, SELECTING
-from autoemb_core.model import SIDES, controller_features, loss_and_correct
+from autoemb_core.model import DLRS, SIDES, controller_features, loss_and_correct
 from autoemb_core.reference import Reference
 from autoemb_core.train import StreamingTrainer, run
 
@@ -116,17 +116,18 @@ def test_embedding_l2_is_the_per_sample_penalty_and_enters_the_real_step(tiny):
 
 @pytest.mark.parametrize("unroll", UNROLLS, ids=UNROLL_IDS)
 @pytest.mark.parametrize("fast_path", [True, False])
-@pytest.mark.parametrize("method", ["autoemb", "darts"])
-def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, fast_path, unroll):
+@pytest.mark.parametrize("method, transform", [("autoemb", "bn-tanh"), ("darts", "bn-tanh"), ("autoemb", "tanh"),
+                                               ("autoemb", "linear")])
+def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, transform, fast_path, unroll):
     """The hypergradient through W' = W - step, where step is the update W's optimizers really take."""
     xi = unroll.get("xi")
-    trainer = small_trainer(tiny, method, fast_path=fast_path, **unroll)
+    trainer = small_trainer(tiny, method, fast_path=fast_path, transform=transform, **unroll)
     view, n_train = bilevel_view(trainer)
     learner = trainer.learner
     exact, ratio = learner.hypergradient(view, n_train)
     assert ratio > 1e-3
-    first_order, ratio = small_trainer(tiny, method, fast_path=fast_path, **{**unroll, "xi": 0.0}) \
-        .learner.hypergradient(view, n_train)
+    first_order, ratio = small_trainer(tiny, method, fast_path=fast_path, transform=transform,
+                                       **{**unroll, "xi": 0.0}).learner.hypergradient(view, n_train)
     assert ratio == 0.0
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
@@ -417,13 +418,14 @@ def weights_of(trainer):
 
 
 @pytest.mark.parametrize("validation", ["uniform", "incoming"])
-@pytest.mark.parametrize("method", ["fse", "sam", "darts", "autoemb", "fixed-16"])
-def test_fast_and_plain_paths_compute_the_same_run(tiny, method, validation):
+@pytest.mark.parametrize("method, transform", [("fse", "bn-tanh"), ("sam", "bn-tanh"), ("darts", "bn-tanh"),
+                                               *(("autoemb", t) for t in TRANSFORMS), ("fixed-16", "bn-tanh")])
+def test_fast_and_plain_paths_compute_the_same_run(tiny, method, transform, validation):
     """Per-id transforms with count-weighted BatchNorm, the split first layer, tanh via sigmoid, fused Adam
-    and the reused training forward change how the run is computed, not what it computes."""
+    and the reused training forward change how the run is computed, not what it computes, for every transform."""
     runs = {}
     for fast in (True, False):
-        trainer = small_trainer(tiny, method, steps=12, fast_path=fast, validation=validation)
+        trainer = small_trainer(tiny, method, steps=12, fast_path=fast, validation=validation, transform=transform)
         records = [trainer.step(i) for i in range(12, 16)]
         runs[fast] = trainer, records
     (fast, fast_steps), (plain, plain_steps) = runs[True], runs[False]
@@ -436,6 +438,40 @@ def test_fast_and_plain_paths_compute_the_same_run(tiny, method, validation):
     plain_weights = weights_of(plain)
     for name, value in weights_of(fast).items():
         torch.testing.assert_close(value, plain_weights[name], rtol=1e-8, atol=1e-11, msg=name)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_each_transform_is_eq_1_2_and_7_written_out_per_sample(transform, fast_path):
+    """A side's representation against a loop over samples: e_j = (1/N) sum_n w_n(id_j) f(W_n e_n(id_j) + b_n),
+    f being BatchNorm on the batch's statistics (over samples, not ids) then tanh, or one of them, or neither."""
+    cfg = Config(method="autoemb", dims=(2, 3, 4), transform=transform, fast_path=fast_path)
+    torch.manual_seed(0)
+    dlrs = DLRS(cfg).double()
+    assert len(dlrs.bn["user"]) == (3 if "bn" in transform else 0)  # no BatchNorm parameters where there is none
+    with torch.no_grad():
+        for bn in dlrs.bn["user"]:
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-1.0, 1.0)
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(5, 9, generator=gen, dtype=torch.float64)
+    weights = torch.softmax(torch.randn(5, 3, generator=gen, dtype=torch.float64), 1)
+    counts = torch.tensor([1, 4, 2, 1, 3])
+    inverse = torch.repeat_interleave(torch.arange(5), counts)[torch.randperm(11, generator=gen)]
+    got = dlrs.represent("user", rows, weights, inverse, counts, "batch")
+    if fast_path:
+        got = got.index_select(0, inverse)
+    spaces = []
+    for n, (start, d) in enumerate(zip((0, 2, 5), cfg.dims)):
+        z = [dlrs.proj["user"][n].weight @ rows[j, start:start + d] + dlrs.proj["user"][n].bias for j in inverse]
+        if "bn" in transform:
+            bn = dlrs.bn["user"][n]
+            mean = sum(z) / len(z)
+            var = sum((x - mean) ** 2 for x in z) / len(z)
+            z = [bn.weight * (x - mean) / torch.sqrt(var + bn.eps) + bn.bias for x in z]
+        spaces.append([torch.tanh(x) if "tanh" in transform else x for x in z])
+    naive = torch.stack([sum(weights[j, n] * spaces[n][k] for n in range(3)) / 3 for k, j in enumerate(inverse)])
+    torch.testing.assert_close(got, naive, rtol=1e-6, atol=1e-7)  # tanh via sigmoid: error below 2e-7
 
 
 def test_weighted_batchnorm_equals_batchnorm_on_the_expanded_batch():
