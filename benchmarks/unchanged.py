@@ -3,6 +3,7 @@ with the values recorded before the change.
 
     python benchmarks/unchanged.py --check            # compare with benchmarks/unchanged.json
     python benchmarks/unchanged.py --record           # (re)record them, at a commit known to be right
+    python benchmarks/unchanged.py --check --set row_gradient=mean   # a changed default, against a record before it
 
 The set: every method, both tasks, seed 0, on the first 20,000 interactions of ``synthetic`` with its tuned values
 (what ``run --dataset synthetic --max-interactions 20000`` resolves to), and one autoemb run killed (SIGKILL, in a
@@ -41,9 +42,12 @@ def fingerprint(result) -> dict:
     return out
 
 
+SETTINGS: dict = {}  # --set: settings every run takes (a default that changed since the record, at its old value)
+
+
 def config(method: str, task: str, **extra):
     from autoemb_core.config import resolve
-    return resolve({**STREAM, "method": method, "task": task, **extra})
+    return resolve({**STREAM, **SETTINGS, "method": method, "task": task, **extra})
 
 
 def runs() -> dict:
@@ -58,7 +62,8 @@ def resumed() -> dict:
     from autoemb_core.train import run
     method, task = RESUMED
     with tempfile.TemporaryDirectory() as folder:
-        child = subprocess.Popen([sys.executable, __file__, "--child", folder], cwd=ROOT)
+        child = subprocess.Popen([sys.executable, __file__, "--child", folder,
+                                  *(["--set", *(f"{k}={v}" for k, v in SETTINGS.items())] if SETTINGS else [])], cwd=ROOT)
         deadline = time.time() + 600
         while not list(Path(folder).glob("*.pt")) and child.poll() is None and time.time() < deadline:
             time.sleep(0.05)
@@ -80,7 +85,11 @@ def main(argv=None) -> int:
     mode.add_argument("--check", action="store_true")
     mode.add_argument("--record", action="store_true")
     mode.add_argument("--child", metavar="FOLDER", help=argparse.SUPPRESS)
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="settings for every run, e.g. a default that changed since the record at its old value")
     args = p.parse_args(argv)
+    import yaml
+    SETTINGS.update({k: yaml.safe_load(v) for k, _, v in (pair.partition("=") for pair in args.set)})
     if args.child:
         from autoemb_core.train import run
         run(config(*RESUMED, checkpoint_dir=args.child, checkpoint_every=5))
