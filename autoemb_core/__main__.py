@@ -188,6 +188,8 @@ def _settings(p) -> None:
     """--max-interactions, --device, --transform and --params: the settings every run command takes."""
     p.add_argument("--max-interactions", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or auto (cuda where there is one)")
+    p.add_argument("--regime", default=None, help="a named bundle of settings for the embedding methods (the floor "
+                   "runs as tuned): paper, esapn or tuned; see autoemb_core/regimes.py")
     p.add_argument("--transform", default=None, help="the AutoEmb architecture's transform of each space (eq. 1-2): "
                    "bn-tanh (the paper's, the default), tanh, bn or linear")
     p.add_argument("--params", default=None, help="a YAML file of settings (see params/); flags override it")

@@ -13,6 +13,7 @@ import yaml
 from .data import dataset_names
 from .interactions import DataError
 from .methods import METHODS, TABLE
+from .regimes import REGIMES
 
 TRANSFORMS = ("bn-tanh", "tanh", "bn", "linear")  # Config.transform: which of BatchNorm and tanh follow eq. 1's Linear
 
@@ -46,6 +47,8 @@ class Config:
     transform: str = "bn-tanh"  # eq. 1-2, each space to d_N: Linear -> BatchNorm -> tanh (bn-tanh, the paper's),
     # Linear -> tanh (tanh), Linear -> BatchNorm (bn) or Linear alone (linear)
     shared_batchnorm: bool = False  # one BatchNorm for all spaces (ESAPN) instead of one per space
+    head_batchnorm: bool = False  # ESAPN's head: BatchNorm on the head's input (each side's representation) and
+    # after each hidden Linear, before tanh, for FSE and the AutoEmb architecture alike; False: the paper's head
     selection: str = "mean"  # eq. 7: (1/N) sum_n alpha_n e_n; "sum" drops the 1/N
     embedding_init_std: float = 0.1
     embedding_l2: float = 0.0  # L2 penalty on the embedding rows in W's training loss: l2 * mean over samples of
@@ -84,6 +87,9 @@ class Config:
     validation_size: int | None = None  # None: batch_size
     predict_batchnorm: str = "running"  # BatchNorm statistics used to predict a batch: running or batch
     grad_clip: float | None = None  # clip the global L2 norm of W's gradient, and of Theta's, to this; None: off
+
+    regime: str | None = None  # a named bundle of settings (autoemb_core.regimes: paper, esapn or tuned) for the
+    # embedding methods, over the params files and under explicit values; None: none
 
     # how W learns from a batch once it is predicted (every method; tuned like the rates)
     train_passes: int = 1  # steps over the predicted batch (each pass over all of its micro-batches)
@@ -162,18 +168,37 @@ class Config:
         return self.lr if self.table_lr is None else self.table_lr
 
     @property
+    def batchnorm(self) -> bool:
+        """Whether the model has BatchNorm anywhere (the transform's, or the head's)."""
+        return self.head_batchnorm or (self.spec.learner == "embedding" and self.selecting
+                                       and self.transform in ("bn-tanh", "bn"))
+
+    @property
     def holdout(self) -> float:
         """The share of every batch W never trains on (0 unless validation is holdout)."""
         return self.holdout_fraction if self.validation == "holdout" else 0.0
 
     def resolved(self) -> "Config":
-        """This run's settings with the tuned values for its task and method applied, except where a
-        setting was given explicitly."""
-        values = self.tuned_values()
+        """This run's settings with its regime's bundle and the tuned values for its task and method applied,
+        except where a setting was given explicitly."""
+        values = {**self.regime_values(), **self.tuned_values()}
         return dataclasses.replace(self, **values) if values else self
 
+    @property
+    def in_regime(self) -> bool:
+        """Whether this run's regime applies to its method: the embedding methods take it, while the floor
+        (the reference predictors and mf) runs as in ``tuned`` whatever the regime."""
+        return self.regime is not None and self.spec.learner == "embedding"
+
+    def regime_values(self) -> dict:
+        """The settings of this run's regime (:mod:`autoemb_core.regimes`) that :meth:`resolved` applies."""
+        bundle = REGIMES[self.regime].settings if self.in_regime else {}
+        return {k: v for k, v in bundle.items() if k not in self.explicit}
+
     def tuned_values(self) -> dict:
-        """The tuned values :meth:`resolved` applies to this run."""
+        """The tuned values :meth:`resolved` applies to this run (none in a regime that is not tuned)."""
+        if self.in_regime and not REGIMES[self.regime].tuned:
+            return {}
         block = self.tuned.get(self.task, {})
         values = block.get(self.method, block.get(self.spec.tuned_as, {}))
         return {k: v for k, v in values.items() if k not in self.explicit}
@@ -217,6 +242,8 @@ class Config:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise must(name, "> 0", getattr(self, name), where(name))
+        if self.regime is not None and self.regime not in REGIMES:
+            raise not_one_of("regime", self.regime, tuple(REGIMES), where("regime"))
         if self.max_interactions is not None and not (_integer(self.max_interactions) and self.max_interactions >= 1):
             raise must("max_interactions", "a positive integer or null (all)", self.max_interactions,
                        where("max_interactions"))

@@ -166,7 +166,7 @@ class EmbeddingLearner(Learner):
         self.uses_validation = cfg.bilevel
         # predicting a batch and W's training forward on it give the same outputs (the same parameters, samples
         # and weights, and batch statistics in both where there is BatchNorm): the prediction keeps the forward
-        same_statistics = not cfg.selecting or cfg.predict_batchnorm == "batch" or cfg.transform in ("tanh", "linear")
+        same_statistics = not cfg.batchnorm or cfg.predict_batchnorm == "batch"
         whole = cfg.train_microbatch is None or cfg.train_microbatch >= cfg.batch_size  # W's first step: the batch
         self.reuse_training_forward = (cfg.fast_path and same_statistics and whole and not cfg.holdout
                                        and not (cfg.bilevel and cfg.validation == "incoming"))

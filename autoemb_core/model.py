@@ -144,7 +144,7 @@ class DLRS(nn.Module):
     the per-sample index into them, and how many samples each id has. With ``fast`` the transforms and each
     side's share of the first hidden layer run once per unique id, with BatchNorm statistics weighted by
     ``counts`` (the same function as per-sample BatchNorm); otherwise rows are expanded to samples first and
-    torch's own BatchNorm and tanh are used.
+    torch's own BatchNorm and tanh are used. ``head_batchnorm`` adds ESAPN's BatchNorm to the head.
     """
 
     def __init__(self, cfg: Config):
@@ -160,6 +160,9 @@ class DLRS(nn.Module):
         else:
             width = cfg.width
         self.head = mlp([2 * width, *cfg.hidden, cfg.n_outputs], FastTanh if self.fast else nn.Tanh)
+        self.head_bn = nn.ModuleDict({"user": nn.BatchNorm1d(width), "item": nn.BatchNorm1d(width),
+                                      "hidden": nn.ModuleList(nn.BatchNorm1d(h) for h in cfg.hidden)}) \
+            if cfg.head_batchnorm else None
 
     def represent(self, side: str, rows, weights, inverse, counts, bn_mode: str) -> torch.Tensor:
         """Eq. 1, 2 and 7: transform each space to d_N, normalize and squash (as ``transform`` says), and mix
@@ -180,14 +183,22 @@ class DLRS(nn.Module):
 
     def forward(self, user: tuple, item: tuple, bn_mode: str = "train") -> torch.Tensor:
         u, i = self.represent("user", *user, bn_mode), self.represent("item", *item, bn_mode)
+        samples = len(user[2])
+        if self.head_bn is not None:  # BatchNorm of [u; i] is each side's BatchNorm: per unique id with ``fast``
+            u, i = (batch_norm(self.head_bn[s], x, bn_mode, side[3] if self.fast else None, samples)
+                    for s, x, side in (("user", u, user), ("item", i, item)))
         first = self.head[0]
         if not self.fast:
-            return self.head[1:](first(torch.cat([u, i], dim=1)))
-        # W1 [u; i] + b = (W1_user u)[user of sample] + (W1_item i + b)[item of sample]
-        width = u.shape[1]
-        hidden = F.linear(u, first.weight[:, :width]).index_select(0, user[2]) \
-            + F.linear(i, first.weight[:, width:], first.bias).index_select(0, item[2])
-        return self.head[1:](hidden)
+            hidden = first(torch.cat([u, i], dim=1))
+        else:  # W1 [u; i] + b = (W1_user u)[user of sample] + (W1_item i + b)[item of sample]
+            width = u.shape[1]
+            hidden = F.linear(u, first.weight[:, :width]).index_select(0, user[2]) \
+                + F.linear(i, first.weight[:, width:], first.bias).index_select(0, item[2])
+        if self.head_bn is None:
+            return self.head[1:](hidden)
+        for n, bn in enumerate(self.head_bn["hidden"]):  # Linear -> BatchNorm -> tanh, then the next Linear
+            hidden = self.head[2 * n + 2](self.head[2 * n + 1](batch_norm(bn, hidden, bn_mode)))
+        return hidden
 
 
 def batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor, mode: str, counts: torch.Tensor | None = None,

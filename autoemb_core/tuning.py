@@ -27,6 +27,7 @@ from .atomic import atomic_write
 from .config import Config
 from .interactions import Interactions
 from .methods import TABLE, Choice
+from .regimes import REGIMES
 
 TRIALS = 16  # the default budget: finished trials per method and task
 PRUNE_PERCENTILE = 75.0  # pruned at half time when worse than this share of the trials before it
@@ -44,8 +45,11 @@ def space(method: str) -> dict:
 
 
 def needs_tuning(cfg: Config, method: str, task: str) -> bool:
-    """A method with settings to tune and no tuned values for ``task`` (its own or those of ``tuned_as``)."""
+    """A method with settings to tune and no tuned values for ``task`` (its own or those of ``tuned_as``), in a
+    regime that is tuned."""
     spec = TABLE[method]
+    if cfg.regime is not None and not REGIMES[cfg.regime].tuned and spec.learner == "embedding":
+        return False  # a fixed setup (the paper's, ESAPN's): never tuned
     block = cfg.tuned.get(task, {})
     return bool(spec.space) and method not in block and (spec.tuned_as is None or spec.tuned_as not in block)
 

@@ -116,17 +116,18 @@ def test_embedding_l2_is_the_per_sample_penalty_and_enters_the_real_step(tiny):
 
 @pytest.mark.parametrize("unroll", UNROLLS, ids=UNROLL_IDS)
 @pytest.mark.parametrize("fast_path", [True, False])
-@pytest.mark.parametrize("method, transform", [("autoemb", "bn-tanh"), ("darts", "bn-tanh"), ("autoemb", "tanh"),
-                                               ("autoemb", "linear")])
-def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, transform, fast_path, unroll):
+@pytest.mark.parametrize("method, architecture", [("autoemb", {}), ("darts", {}), ("autoemb", {"transform": "tanh"}),
+                                                  ("autoemb", {"transform": "linear"}), ("autoemb", {"head_batchnorm": True})],
+                         ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={x}" for k, x in v.items()) or "default")
+def test_second_order_hypergradient_matches_numerical_derivative(tiny, method, architecture, fast_path, unroll):
     """The hypergradient through W' = W - step, where step is the update W's optimizers really take."""
     xi = unroll.get("xi")
-    trainer = small_trainer(tiny, method, fast_path=fast_path, transform=transform, **unroll)
+    trainer = small_trainer(tiny, method, fast_path=fast_path, **architecture, **unroll)
     view, n_train = bilevel_view(trainer)
     learner = trainer.learner
     exact, ratio = learner.hypergradient(view, n_train)
     assert ratio > 1e-3
-    first_order, ratio = small_trainer(tiny, method, fast_path=fast_path, transform=transform,
+    first_order, ratio = small_trainer(tiny, method, fast_path=fast_path, **architecture,
                                        **{**unroll, "xi": 0.0}).learner.hypergradient(view, n_train)
     assert ratio == 0.0
     gen = torch.Generator().manual_seed(0)
@@ -221,6 +222,21 @@ def test_batch_is_predicted_before_any_parameter_sees_it(tiny, method, trainers_
     a.learner.learn(view_a)
     b.learner.learn(view_b)
     assert changed(snapshot(a), snapshot(b))  # and the labels do matter once it learns
+
+
+@pytest.mark.parametrize("regime", ["paper", "esapn"])
+@pytest.mark.parametrize("method", ["fse", "sam", "darts", "autoemb", "uniform"])
+def test_batch_is_predicted_before_any_parameter_sees_it_in_each_regime(tiny, method, regime, trainers_before_batch):
+    """The same under the fixed regimes: ESAPN's predictions on batch statistics use the batch's ids, never its
+    labels, and its controllers learn from the previous batch."""
+    a, b = trainers_before_batch(tiny.head(400), Config(method=method, regime=regime, **SMALL))
+    assert a.cfg.head_batchnorm == (regime == "esapn")
+    assert not changed(snapshot(a), snapshot(b))
+    view_a, view_b = a.stream.view(torch.arange(60, 80)), b.stream.view(torch.arange(60, 80))
+    torch.testing.assert_close(a.learner.predict(view_a)[0], b.learner.predict(view_b)[0], rtol=0, atol=0)
+    a.learner.learn(view_a)
+    b.learner.learn(view_b)
+    assert changed(snapshot(a), snapshot(b))
 
 
 def test_validation_and_unrolled_batches_come_from_the_past(tiny):
@@ -418,14 +434,17 @@ def weights_of(trainer):
 
 
 @pytest.mark.parametrize("validation", ["uniform", "incoming"])
-@pytest.mark.parametrize("method, transform", [("fse", "bn-tanh"), ("sam", "bn-tanh"), ("darts", "bn-tanh"),
-                                               *(("autoemb", t) for t in TRANSFORMS), ("fixed-16", "bn-tanh")])
-def test_fast_and_plain_paths_compute_the_same_run(tiny, method, transform, validation):
+@pytest.mark.parametrize("method, architecture", [
+    ("fse", {}), ("sam", {}), ("darts", {}), *(("autoemb", {"transform": t}) for t in TRANSFORMS), ("fixed-16", {}),
+    ("fse", {"head_batchnorm": True}), ("autoemb", {"head_batchnorm": True, "predict_batchnorm": "batch"})],
+    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={x}" for k, x in v.items()) or "default")
+def test_fast_and_plain_paths_compute_the_same_run(tiny, method, architecture, validation):
     """Per-id transforms with count-weighted BatchNorm, the split first layer, tanh via sigmoid, fused Adam
-    and the reused training forward change how the run is computed, not what it computes, for every transform."""
+    and the reused training forward change how the run is computed, not what it computes, for every transform and
+    with ESAPN's head."""
     runs = {}
     for fast in (True, False):
-        trainer = small_trainer(tiny, method, steps=12, fast_path=fast, validation=validation, transform=transform)
+        trainer = small_trainer(tiny, method, steps=12, fast_path=fast, validation=validation, **architecture)
         records = [trainer.step(i) for i in range(12, 16)]
         runs[fast] = trainer, records
     (fast, fast_steps), (plain, plain_steps) = runs[True], runs[False]
@@ -472,6 +491,41 @@ def test_each_transform_is_eq_1_2_and_7_written_out_per_sample(transform, fast_p
         spaces.append([torch.tanh(x) if "tanh" in transform else x for x in z])
     naive = torch.stack([sum(weights[j, n] * spaces[n][k] for n in range(3)) / 3 for k, j in enumerate(inverse)])
     torch.testing.assert_close(got, naive, rtol=1e-6, atol=1e-7)  # tanh via sigmoid: error below 2e-7
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_esapn_head_is_batchnorm_linear_batchnorm_tanh_written_out_per_sample(fast_path):
+    """head_batchnorm: x_j = BN([u_j; i_j]) over the batch's samples, then per hidden layer Linear -> BN -> tanh,
+    then the output Linear; FSE's rows go straight in."""
+    cfg = Config(method="fse", fse_width=3, hidden=(4, 5), head_batchnorm=True, fast_path=fast_path)
+    torch.manual_seed(0)
+    dlrs = DLRS(cfg).double()
+    bns = [dlrs.head_bn["user"], dlrs.head_bn["item"], *dlrs.head_bn["hidden"]]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-1.0, 1.0)
+    gen = torch.Generator().manual_seed(4)
+    sides = []
+    for n_ids, counts in ((4, [3, 1, 2, 4]), (3, [5, 2, 3])):
+        counts = torch.tensor(counts)
+        inverse = torch.repeat_interleave(torch.arange(n_ids), counts)[torch.randperm(10, generator=gen)]
+        sides.append((torch.randn(n_ids, 3, generator=gen, dtype=torch.float64), None, inverse, counts))
+    got = dlrs(*sides, "batch").squeeze(1)
+
+    def normalized(xs, bn):
+        mean = sum(xs) / len(xs)
+        var = sum((x - mean) ** 2 for x in xs) / len(xs)
+        return [bn.weight * (x - mean) / torch.sqrt(var + bn.eps) + bn.bias for x in xs]
+
+    users = normalized([sides[0][0][j] for j in sides[0][2]], bns[0])
+    items = normalized([sides[1][0][j] for j in sides[1][2]], bns[1])
+    xs = [torch.cat([u, i]) for u, i in zip(users, items)]
+    for n, bn in enumerate(bns[2:]):
+        linear = dlrs.head[2 * n]
+        xs = [torch.tanh(x) for x in normalized([linear.weight @ x + linear.bias for x in xs], bn)]
+    naive = torch.stack([dlrs.head[-1].weight @ x + dlrs.head[-1].bias for x in xs]).squeeze(1)
+    torch.testing.assert_close(got, naive, rtol=1e-6, atol=1e-7)
 
 
 def test_weighted_batchnorm_equals_batchnorm_on_the_expanded_batch():

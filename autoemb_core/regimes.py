@@ -1,0 +1,65 @@
+"""The regimes a claim is judged under: named bundles of settings, each a documented answer to "whose setup?".
+
+A regime is one layer of a run's settings (:func:`autoemb_core.config.resolve`), over the params files and under
+the values given explicitly. ``paper`` and ``esapn`` are fixed setups, never tuned (the params files' tuned blocks do
+not apply); ``tuned`` is the package's defaults with every method tuned by the protocol on the offline stage. The
+reference predictors (the floor) are not the paper's: in every regime they are the ``tuned`` runs, so every regime
+is held to the same floor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Regime:
+    """``settings``: the Config values of the bundle. ``tuned``: whether the tuning protocol (and the tuned blocks
+    of the params files) apply. ``why``: where each value comes from."""
+
+    name: str
+    settings: Mapping = field(default_factory=dict)
+    tuned: bool = True
+    why: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+
+# W's learner as Algorithm 1 has it: one step on each batch once it is predicted
+ONE_STEP = {"train_passes": 1, "train_microbatch": None}
+
+REGIMES = MappingProxyType({r.name: r for r in (
+    Regime("paper", {**ONE_STEP, "transform": "bn-tanh", "shared_batchnorm": False, "selection": "mean",
+                     "head_batchnorm": False, "predict_batchnorm": "running", "optimizer": "adam",
+                     "table_optimizer": "adam", "lr": 0.01, "table_lr": None, "controller_lr": 0.001,
+                     "logit_lr": 0.001}, tuned=False,
+           why="The paper as written (§2.2-2.4, §3.2): eq. 1-2's Linear -> BatchNorm -> tanh with one BatchNorm "
+               "per space, eq. 7's 1/N, the DLRS rate 0.01 for every part of W, the tables included (the paper "
+               "gives one), and 0.001 for Theta (the controllers, and DARTS' logits). The paper names no "
+               "optimizer: Adam, lazy and row-wise on the tables. One step per batch; no tuning."),
+    Regime("esapn", {**ONE_STEP, "transform": "bn-tanh", "shared_batchnorm": True, "selection": "sum",
+                     "head_batchnorm": True, "hidden": (512,), "predict_batchnorm": "batch", "optimizer": "adam",
+                     "table_optimizer": "adam", "lr": 0.001, "table_lr": None, "controller_lr": 0.0001,
+                     "logit_lr": 0.0001, "embedding_init_std": 1.0, "xi": 0.0, "validation": "previous"},
+           tuned=False,
+           why="As the only public AutoEmb code runs it (zgahhblhc/ESAPN, baselines/AutoEmb/train_autoemb.py and "
+               "baselines/Fixed/train_fixed.py): one BatchNorm shared by the spaces (l. 189-190, 210), a plain "
+               "weighted sum (l. 211), a head BN -> Linear(512) -> BN -> tanh -> Linear for FSE and AutoEmb "
+               "alike (l. 199-204; Fixed l. 131-136), every forward on batch statistics (no .eval()), one Adam "
+               "at 1e-3 for all of W with N(0, 1) embeddings (nn.Embedding's default), and Adam at 1e-4 for the "
+               "controllers, first order on the previous batch (l. 218-252). Kept from this package: the "
+               "chronological stream (ESAPN shuffles), the sizes 2, 16, 128 (ESAPN has 6), the one-hot "
+               "popularity input (ESAPN's policies 3-5; its default learns a 32-d popularity embedding), lazy "
+               "row-wise Adam (ESAPN's dense Adam moves absent rows by their momentum) and a mean loss (ESAPN "
+               "sums it; Adam is invariant to the scale)."),
+    Regime("tuned", {}, tuned=True,
+           why="The paper's architecture at this package's defaults, every method tuned by the protocol on the "
+               "offline stage (autoemb_core.tuning), the learner settings (train_passes, train_microbatch) "
+               "included."),
+)})
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGIMES)

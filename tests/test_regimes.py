@@ -1,0 +1,51 @@
+"""Regimes: each bundle reaches the embedding methods' runs as documented, the floor runs as tuned, explicit values
+win, and the fixed setups are never tuned (their causality test is test_engine's)."""
+import dataclasses
+
+import pytest
+
+from autoemb_core import tuning
+from autoemb_core.config import Config, resolve
+from autoemb_core.interactions import DataError
+from autoemb_core.regimes import REGIMES
+
+
+@pytest.mark.parametrize("regime", ["paper", "esapn"])
+@pytest.mark.parametrize("method", ["fse", "autoemb", "darts", "uniform"])
+def test_a_fixed_setup_reaches_the_embedding_methods_and_ignores_the_tuned_block(regime, method):
+    cfg = resolve({"regime": regime, "method": method, "dataset": "ml-100k"}).resolved()
+    assert cfg.tuned.get("regression", {}).get(method)  # ml-100k's params file has tuned values for it ...
+    assert cfg.tuned_values() == {}  # ... which this regime does not apply
+    for key, value in REGIMES[regime].settings.items():
+        got = getattr(cfg, key)
+        assert (list(got) if isinstance(got, tuple) else got) == (list(value) if isinstance(value, tuple) else value)
+    assert not tuning.needs_tuning(dataclasses.replace(cfg, tuned={}), method, "regression")
+
+
+def test_the_paper_regime_is_the_papers_numbers():
+    cfg = resolve({"regime": "paper", "method": "autoemb"}).resolved()
+    assert (cfg.lr, cfg.rows_lr, cfg.controller_lr) == (0.01, 0.01, 0.001)  # one DLRS rate, tables included
+    assert (cfg.transform, cfg.selection, cfg.shared_batchnorm, cfg.head_batchnorm) == ("bn-tanh", "mean", False, False)
+    assert (cfg.train_passes, cfg.train_microbatch, cfg.dims, cfg.hidden) == (1, None, (2, 16, 128), (512, 512))
+
+
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("method", ["biases", "mf", "item-mean"])
+def test_the_floor_runs_as_tuned_in_every_regime(regime, method):
+    in_regime = resolve({"regime": regime, "method": method, "dataset": "ml-100k"}).resolved()
+    tuned = resolve({"method": method, "dataset": "ml-100k"}).resolved()
+    assert in_regime.differences(tuned.to_dict()) == {"regime": (None, regime)}
+
+
+def test_explicit_values_win_over_the_regime_and_a_wrong_name_is_one_clear_line():
+    cfg = resolve({"regime": "esapn", "method": "fse", "lr": 0.05, "head_batchnorm": False}).resolved()
+    assert (cfg.lr, cfg.head_batchnorm, cfg.predict_batchnorm) == (0.05, False, "batch")
+    with pytest.raises(DataError, match="did you mean 'esapn'"):
+        Config(regime="espan")
+
+
+def test_the_tuned_regime_tunes_what_has_no_values():
+    cfg = Config(regime="tuned", method="fse")
+    assert tuning.needs_tuning(cfg, "fse", "regression")
+    assert not tuning.needs_tuning(Config(regime="paper", method="fse"), "fse", "regression")
+    assert tuning.needs_tuning(Config(regime="paper"), "biases", "regression")  # the floor is tuned in every regime
