@@ -15,7 +15,7 @@ from .experiments import TABLE2, compare, overall_table, paper_table, save_table
 from .interactions import DataError
 from .frontier import FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, points
 from . import tuning
-from .report import ReportSettings, frontier_report, report, summary_lines
+from .report import ReportSettings, frontier_report, regimes_report, report, summary_lines, where_it_holds
 from .train import run
 
 TASKS = ("regression", "classification")
@@ -99,10 +99,16 @@ def _report(args) -> None:
     figure1 = None if args.no_figure1 else dataclasses.replace(
         FIGURE1, train_sizes=tuple(args.train_sizes), n_test=args.n_test, n_validation=args.n_validation,
         max_epochs=args.max_epochs, l2_grid=tuple(args.l2_grid))
-    _write_report(ReportSettings(base, Path(args.results_dir or f"results/report/{base.dataset}"), tuple(args.tasks),
-                                 tuple(args.seeds), tuple(args.methods), figure1=figure1, frontier=args.frontier,
-                                 workers=args.workers, scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
-                                 tune_trials=_trials(args), command=args.command_line))
+    settings = ReportSettings(base, Path(args.results_dir or f"results/report/{base.dataset}"), tuple(args.tasks),
+                              tuple(args.seeds), tuple(args.methods), figure1=figure1, frontier=args.frontier,
+                              workers=args.workers, scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
+                              tune_trials=_trials(args), command=args.command_line)
+    if not args.regimes:
+        return _write_report(settings)
+    claims = regimes_report(settings, args.regimes)
+    print("\n".join(where_it_holds(claims, list(dict.fromkeys(args.regimes)))))
+    print(f"wrote {settings.results_dir / 'REPORT.md'} and {settings.results_dir / 'claims.csv'}, and a report per "
+          f"regime in {settings.results_dir}/<regime>/")
 
 
 def _demo(args) -> None:
@@ -267,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2-grid", nargs="+", type=float, default=list(FIGURE1.l2_grid),
                    help="Figure 1: the embedding_l2 values tried per model, the best on validation kept")
     p.add_argument("--frontier", action="store_true", help="add the memory frontier (hard selection; see frontier)")
+    p.add_argument("--regimes", nargs="+", default=None, help="judge every claim under each of these regimes, side by "
+                   "side: paper, esapn, tuned (see autoemb_core/regimes.py); default: one report at the given settings")
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's processes")

@@ -182,6 +182,8 @@ class Config:
         """This run's settings with its regime's bundle and the tuned values for its task and method applied,
         except where a setting was given explicitly."""
         values = {**self.regime_values(), **self.tuned_values()}
+        if self.regime is not None and not self.in_regime:
+            values["regime"] = None  # the floor: the same run, bit for bit and as saved, in every regime
         return dataclasses.replace(self, **values) if values else self
 
     @property

@@ -126,3 +126,34 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
 def test_report_needs_two_seeds(tmp_path, capsys):
     assert main(["report", "--dataset", "synthetic-tiny", "--seeds", "0", "--results-dir", str(tmp_path)]) == 2
     assert "at least 2 seeds" in capsys.readouterr().err
+
+
+def test_report_under_regimes_sets_every_claim_side_by_side_on_the_same_floor(tmp_path):
+    folder = tmp_path / "regimes"
+    (tmp_path / "small.yaml").write_text("hidden: [8]\ncontroller_hidden: [6]\nbatch_size: 50\nrecord_alpha_every: 1\n")
+    argv = ["report", "--dataset", "synthetic-tiny", "--seeds", "0", "1", "--max-interactions", "3000", "--tasks",
+            "regression", "--methods", "biases", "fse", "uniform", "sam", "darts", "autoemb", "--no-figure1",
+            "--regimes", "paper", "esapn", "tuned", "--results-dir", str(folder), "--no-progress", "--no-tune",
+            "--params", str(tmp_path / "small.yaml")]
+    assert main(argv) == 0
+    claims = pd.read_csv(folder / "claims.csv", keep_default_na=False)
+    assert list(claims.columns) == ["regime", *rp.COLUMNS]
+    assert list(dict.fromkeys(claims["regime"])) == ["paper", "esapn", "tuned"]
+    runs = pd.read_csv(folder / "runs.csv")
+    by = runs.set_index(["regime", "method", "seed"])["online_loss"]
+    for seed in (0, 1):  # the floor is the same run in every regime; the methods are not
+        assert by["paper", "biases", seed] == by["esapn", "biases", seed] == by["tuned", "biases", seed]
+        assert len({by[r, "autoemb", seed] for r in ("paper", "esapn", "tuned")}) == 3
+    saved = json.loads(next((folder / "esapn" / "runs").glob("regression-autoemb-seed0/summary.json")).read_text())
+    assert saved["config"]["head_batchnorm"] and saved["config"]["predict_batchnorm"] == "batch"
+    assert saved["config"]["regime"] == "esapn" and saved["config"]["hidden"] == [8]  # a params file's value wins
+    text = (folder / "REPORT.md").read_text()
+    assert "## Why the paper saw what it saw" in text and "| paper " in text and "| esapn " in text
+    assert "Untuned" in (folder / "tuned" / "REPORT.md").read_text()
+    table = rp.regime_table(claims, ["paper", "esapn", "tuned"])
+    row = claims[(claims["regime"] == "esapn") & (claims["claim"] == "Table 2: ordering")].iloc[0]
+    match = table[(table["claim"] == row["claim"]) & (table["method"] == row["method"])
+                  & (table["comparator"] == row["comparator"])]
+    assert match["esapn"].iloc[0].endswith(row["verdict"])
+    spread = rp.spread_table(runs, 900)
+    assert set(spread["method"]) == {"fse", "sam", "darts", "autoemb"} and (spread["paper ±"] > 0).all()
