@@ -195,7 +195,7 @@ def _settings(p) -> None:
     p.add_argument("--max-interactions", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or auto (cuda where there is one)")
     p.add_argument("--regime", default=None, help="a named bundle of settings for the embedding methods (the floor "
-                   "runs as tuned): paper, esapn or tuned; see autoemb_core/regimes.py")
+                   "runs as tuned): paper, esapn, tuned or competent; see autoemb_core/regimes.py")
     p.add_argument("--transform", default=None, help="the AutoEmb architecture's transform of each space (eq. 1-2): "
                    "bn-tanh (the paper's, the default), tanh, bn or linear")
     p.add_argument("--params", default=None, help="a YAML file of settings (see params/); flags override it")
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Figure 1: the embedding_l2 values tried per model, the best on validation kept")
     p.add_argument("--frontier", action="store_true", help="add the memory frontier (hard selection; see frontier)")
     p.add_argument("--regimes", nargs="+", default=None, help="judge every claim under each of these regimes, side by "
-                   "side: paper, esapn, tuned (see autoemb_core/regimes.py); default: one report at the given settings")
+                   "side: paper, esapn, tuned, competent (see autoemb_core/regimes.py); default: one report at the given settings")
     p.add_argument("--no-progress", action="store_true")
     _run_control(p)
     _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's processes")

@@ -20,7 +20,7 @@ TRANSFORMS = ("bn-tanh", "tanh", "bn", "linear")  # Config.transform: which of B
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 TUNABLE = ("lr", "table_lr", "factor_lr", "controller_lr", "logit_lr", "item_prior", "popularity_thresholds",
-           "embedding_init_std", "embedding_l2", "train_passes", "train_microbatch")  # the settings a ``tuned:`` block of a params file may set
+           "embedding_init_std", "embedding_l2", "train_passes", "train_microbatch", "transform", "selection")  # the settings a ``tuned:`` block of a params file may set
 
 
 @dataclass
@@ -88,8 +88,8 @@ class Config:
     predict_batchnorm: str = "running"  # BatchNorm statistics used to predict a batch: running or batch
     grad_clip: float | None = None  # clip the global L2 norm of W's gradient, and of Theta's, to this; None: off
 
-    regime: str | None = None  # a named bundle of settings (autoemb_core.regimes: paper, esapn or tuned) for the
-    # embedding methods, over the params files and under explicit values; None: none
+    regime: str | None = None  # a named bundle of settings (autoemb_core.regimes: paper, esapn, tuned, competent) for the
+    # embedding methods, under the values given by a flag or a params file; None: none
 
     # how W learns from a batch once it is predicted (every method; tuned like the rates)
     train_passes: int = 1  # steps over the predicted batch (each pass over all of its micro-batches)
@@ -190,7 +190,9 @@ class Config:
     def in_regime(self) -> bool:
         """Whether this run's regime applies to its method: the embedding methods take it, while the floor
         (the reference predictors and mf) runs as in ``tuned`` whatever the regime."""
-        return self.regime is not None and self.spec.learner == "embedding"
+        if self.regime is None or self.spec.learner != "embedding":
+            return False
+        return bool(REGIMES[self.regime].settings) or (bool(REGIMES[self.regime].architecture) and self.selecting)
 
     def regime_values(self) -> dict:
         """The settings of this run's regime (:mod:`autoemb_core.regimes`) that :meth:`resolved` applies."""

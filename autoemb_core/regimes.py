@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from .methods import Choice
+
 
 @dataclass(frozen=True)
 class Regime:
@@ -22,9 +24,12 @@ class Regime:
     settings: Mapping = field(default_factory=dict)
     tuned: bool = True
     why: str = ""
+    architecture: Mapping = field(default_factory=dict)  # architecture settings the tuning protocol also chooses
+    # for the AutoEmb architecture's methods (each a Choice), beside their rates
 
     def __post_init__(self):
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+        object.__setattr__(self, "architecture", MappingProxyType(dict(self.architecture)))
 
 
 # W's learner as Algorithm 1 has it: one step on each batch once it is predicted
@@ -58,6 +63,12 @@ REGIMES = MappingProxyType({r.name: r for r in (
            why="The paper's architecture at this package's defaults, every method tuned by the protocol on the "
                "offline stage (autoemb_core.tuning), the learner settings (train_passes, train_microbatch) "
                "included."),
+    Regime("competent", {}, tuned=True,
+           architecture={"transform": Choice(("bn-tanh", "tanh", "bn", "linear")), "selection": Choice(("mean", "sum"))},
+           why="As `tuned`, but the AutoEmb architecture's methods (the paper's learned three and the controls) "
+               "also have their transform (eq. 1-2: BatchNorm and tanh, either or neither) and eq. 7's 1/N chosen by "
+               "the tuning protocol on the offline stage, with the same budget of trials. FSE, mf and the floor are "
+               "the `tuned` runs (FSE has no transform)."),
 )})
 
 

@@ -39,9 +39,11 @@ STARTUP_TRIALS = 4  # trials that always run to the end before any is pruned
 EDGE = 0.02  # a chosen value within this share of its log range from an end sits on the edge
 
 
-def space(method: str) -> dict:
-    """The method's tuning space from the method table ({} where it has no setting, or is not tuned)."""
-    return dict(TABLE[method].space or {})
+def space(method: str, regime: str | None = None) -> dict:
+    """The method's tuning space from the method table ({} where it has no setting, or is not tuned), with the
+    architecture settings a regime has the protocol choose for the AutoEmb architecture's methods."""
+    extra = REGIMES[regime].architecture if regime is not None and TABLE[method].family == "selecting" else {}
+    return {**(TABLE[method].space or {}), **extra} if TABLE[method].space is not None else {}
 
 
 def needs_tuning(cfg: Config, method: str, task: str) -> bool:
@@ -51,6 +53,9 @@ def needs_tuning(cfg: Config, method: str, task: str) -> bool:
     if cfg.regime is not None and not REGIMES[cfg.regime].tuned and spec.learner == "embedding":
         return False  # a fixed setup (the paper's, ESAPN's): never tuned
     block = cfg.tuned.get(task, {})
+    chosen = set(space(method, cfg.regime)) - set(space(method))  # the architecture this regime has tuning choose
+    if chosen:
+        return not chosen <= set(block.get(method, block.get(spec.tuned_as, {})))
     return bool(spec.space) and method not in block and (spec.tuned_as is None or spec.tuned_as not in block)
 
 
@@ -125,6 +130,11 @@ def journal(path: Path):
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
+def study_name(cfg: Config, method: str, task: str) -> str:
+    """``<task>-<method>``, and the regime's name where it adds architecture settings (a study of its own)."""
+    return f"{task}-{method}" + (f"-{cfg.regime}" if len(space(method, cfg.regime)) > len(space(method)) else "")
+
+
 def tune_method(base: Config, data: Interactions, method: str, task: str, trials: int, folder: Path,
                 log=None) -> dict:
     """Run (or resume, or reuse) the study of ``method`` on ``task``: ``trials`` finished trials in all.
@@ -135,10 +145,10 @@ def tune_method(base: Config, data: Interactions, method: str, task: str, trials
     warnings.filterwarnings("ignore", "Fixed parameter .* is out of range", UserWarning)  # the current settings
     from .train import NumericsError, StreamingTrainer
     cfg = dataclasses.replace(base, task=task, method=method, progress=False, checkpoint_dir=None, resume=False)
-    keys = space(method)
-    storage = journal(folder / f"{task}-{method}.journal")
+    keys, name = space(method, cfg.regime), study_name(cfg, method, task)
+    storage = journal(folder / f"{name}.journal")
     seed = int(hashlib.sha256(f"{task}/{method}".encode()).hexdigest()[:8], 16)
-    study = optuna.create_study(study_name=f"{task}-{method}", storage=storage, direction="minimize",
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, STARTUP_TRIALS))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -185,7 +195,7 @@ def tune_method(base: Config, data: Interactions, method: str, task: str, trials
     complete = [t for t in ended if t.state == optuna.trial.TrialState.COMPLETE]
     best = min(complete, key=lambda t: t.value)
     values = values_of(best.params, keys, len(cfg.dims))
-    write_trials(study, folder / f"{task}-{method}.csv")
+    write_trials(study, folder / f"{name}.csv")
     return {"values": values, "score": float(best.value), "trials": len(ended),
             "pruned": len(ended) - len(complete), "seconds": float(sum(t.user_attrs.get("seconds", 0) for t in ended)),
             "edges": on_edge(values, method)}
@@ -248,7 +258,7 @@ def describe(tuned: list, trials: int, folder, data: Interactions, cfg: Config) 
     pairs = ", ".join(f"{m} ({t})" for t, m in tuned)
     if not trials:
         return f"**Untuned** (`--no-tune`): {pairs} had no tuned values and ran at the package defaults."
-    files = [Path(folder, "tuning", f"{t}-{m}.csv") for t, m in tuned]
+    files = [Path(folder, "tuning", f"{study_name(cfg, m, t)}.csv") for t, m in tuned]
     seconds = sum(float(pd.read_csv(f)["seconds"].fillna(0).sum()) for f in files if f.is_file())
     return (f"Tuning: {pairs} had no tuned values, so each was tuned first on the offline stage of {data.name} "
             f"(its first {len(tuning_stream(data, cfg)):,} interactions; the online stage "

@@ -49,3 +49,24 @@ def test_the_tuned_regime_tunes_what_has_no_values():
     assert tuning.needs_tuning(cfg, "fse", "regression")
     assert not tuning.needs_tuning(Config(regime="paper", method="fse"), "fse", "regression")
     assert tuning.needs_tuning(Config(regime="paper"), "biases", "regression")  # the floor is tuned in every regime
+
+
+def test_competent_has_the_protocol_choose_the_architecture_of_the_autoemb_family_only(tmp_path):
+    """competent: the selecting methods' space adds transform and selection, in a study of its own, and a method
+    whose tuned values did not choose them is tuned again; FSE and the floor are the tuned runs."""
+    import autoemb_core as ae
+    base = Config(regime="competent", dims=(2, 4), hidden=(8,), controller_hidden=(6,), batch_size=50, progress=False,
+                  tuned={"regression": {"uniform": {"lr": 0.001}, "fse": {"lr": 0.001}}})
+    assert set(tuning.space("uniform", "competent")) - set(tuning.space("uniform")) == {"transform", "selection"}
+    assert tuning.space("fse", "competent") == tuning.space("fse")
+    assert tuning.needs_tuning(base, "uniform", "regression") and not tuning.needs_tuning(base, "fse", "regression")
+    assert resolve({"regime": "competent", "method": "fse"}).resolved().regime is None
+    data = ae.load_dataset("synthetic-tiny").head(1500)
+    tuned = tuning.ensure_tuned(base, data, ["uniform", "fse"], ["regression"], 3, tmp_path, log=open(tmp_path / "log", "w"))
+    values = tuned.tuned["regression"]["uniform"]
+    assert values["transform"] in ("bn-tanh", "tanh", "bn", "linear") and values["selection"] in ("mean", "sum")
+    assert tuned.tuned["regression"]["fse"] == {"lr": 0.001}
+    assert (tmp_path / "tuning" / "regression-uniform-competent.journal").is_file()
+    assert not tuning.needs_tuning(tuned, "uniform", "regression")
+    run = dataclasses.replace(tuned, method="uniform").resolved()
+    assert (run.transform, run.selection, run.regime) == (values["transform"], values["selection"], "competent")
