@@ -98,7 +98,7 @@ def _report(args) -> None:
     _grid(base, args.methods, args.tasks)
     figure1 = None if args.no_figure1 else dataclasses.replace(
         FIGURE1, train_sizes=tuple(args.train_sizes), n_test=args.n_test, n_validation=args.n_validation,
-        max_epochs=args.max_epochs, l2_grid=tuple(args.l2_grid))
+        max_epochs=args.max_epochs, l2_grid=tuple(args.l2_grid), protocol=args.figure1_protocol)
     settings = ReportSettings(base, Path(args.results_dir or f"results/report/{base.dataset}"), tuple(args.tasks),
                               tuple(args.seeds), tuple(args.methods), figure1=figure1, frontier=args.frontier,
                               workers=args.workers, scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     _grid_flags(p, required=True)
     p.add_argument("--results-dir", default=None, help="default: results/report/<dataset>; finished runs in it are reused")
     p.add_argument("--no-figure1", action="store_true", help="skip Figure 1's capacity study (many models)")
+    p.add_argument("--figure1-protocol", default=FIGURE1.protocol, help="Figure 1's training: capacity (early "
+                   "stopping, the best L2), paper (a fixed number of epochs, no early stopping, no L2) or both "
+                   f"(default: {FIGURE1.protocol})")
     p.add_argument("--train-sizes", nargs="+", type=int, default=list(FIGURE1.train_sizes),
                    help="Figure 1's grid of x, training ratings per study user")
     p.add_argument("--n-test", type=int, default=FIGURE1.n_test, help="Figure 1's test ratings per study user")

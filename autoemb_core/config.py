@@ -447,11 +447,23 @@ class Figure1Settings:
     max_epochs: int = 20  # most epochs per model; training stops earlier when validation stalls
     patience: int = 2  # epochs without a better validation loss before stopping
     l2_grid: tuple[float, ...] = (0.0,)  # embedding_l2 values tried per model, the best on validation kept
+    protocol: str = "both"  # capacity: early-stopped on validation, best of l2_grid; paper: the paper's likely
+    # protocol, max_epochs epochs with no early stopping and no L2 (it states neither); both: each, side by side
+
+    PROTOCOLS = ("capacity", "paper")
+
+    def __post_init__(self):
+        if self.protocol not in (*self.PROTOCOLS, "both"):
+            raise not_one_of("figure1_protocol", self.protocol, (*self.PROTOCOLS, "both"))
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return self.PROTOCOLS if self.protocol == "both" else (self.protocol,)
 
     @classmethod
     def quick(cls) -> "Figure1Settings":
-        """A grid the first 30,000 interactions of ``synthetic`` can fill, in minutes."""
-        return cls(train_sizes=(2, 8, 32), n_validation=5, max_epochs=10)
+        """A grid the first 30,000 interactions of ``synthetic`` can fill, in minutes (the capacity protocol only)."""
+        return cls(train_sizes=(2, 8, 32), n_validation=5, max_epochs=10, protocol="capacity")
 
     def to_dict(self) -> dict:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v

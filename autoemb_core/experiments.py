@@ -253,11 +253,12 @@ def preliminary_plan(data: Interactions, n_test: int = FIGURE1.n_test, train_siz
 
 
 def fit_until_stop(learner: Learner, stream: Stream, positions: np.ndarray, validation: np.ndarray, test: np.ndarray,
-                   max_epochs: int = 20, patience: int = 2, seed: int = 0) -> dict:
+                   max_epochs: int = 20, patience: int | None = 2, seed: int = 0) -> dict:
     """Train ``learner`` in epochs over ``positions`` of ``stream`` (shuffled each epoch, seeded), until the mean
     loss on ``validation`` has not improved for ``patience`` epochs; returns the test loss and accuracy at the
-    best validation epoch, that epoch and its validation loss. Nothing is predicted or scored online: this is
-    offline training, for Figure 1's capacity study."""
+    best validation epoch, that epoch and its validation loss. ``patience`` None: no early stopping, all
+    ``max_epochs`` epochs, scored after the last. Nothing is predicted or scored online: this is offline
+    training, for Figure 1's capacity study."""
     rng = np.random.default_rng([seed, 7])
 
     def score(part):
@@ -271,24 +272,34 @@ def fit_until_stop(learner: Learner, stream: Stream, positions: np.ndarray, vali
         order = torch.as_tensor(rng.permutation(positions), device=stream.device)
         for chunk in order.split(learner.cfg.batch_size):
             learner.learn(stream.view(chunk))
+        if patience is None:
+            continue
         val_loss = score(validation)[0]
         if val_loss < best["validation_loss"]:
             loss, accuracy = score(test)
             best = {"validation_loss": val_loss, "epoch": epoch, "loss": loss, "accuracy": accuracy}
         elif epoch - best["epoch"] >= patience:
             break
+    if patience is None:
+        loss, accuracy = score(test)
+        best = {"validation_loss": score(validation)[0], "epoch": epoch, "loss": loss, "accuracy": accuracy}
     return {**best, "epochs": epoch}
 
 
 def preliminary_study(base: Config, data: Interactions, methods=FIXED,
                       train_sizes=FIGURE1.train_sizes, n_test: int = FIGURE1.n_test, seeds=(0,),
                       n_validation: int = FIGURE1.n_validation, max_epochs: int = FIGURE1.max_epochs,
-                      patience: int = FIGURE1.patience, l2_grid=FIGURE1.l2_grid) -> pd.DataFrame:
+                      patience: int = FIGURE1.patience, l2_grid=FIGURE1.l2_grid,
+                      protocol: str = "capacity") -> pd.DataFrame:
     """Figure 1 as a capacity study: for each seed, x and fixed dimension, fresh models trained by
     :func:`fit_until_stop` on every interaction of the other users plus x ratings per study user, one per
     ``embedding_l2`` of ``l2_grid``, early-stopped on the study users' validation ratings; the one with the
     best validation loss is scored on their test ratings (the same budget for every dimension). One row per
-    (seed, x, dimension)."""
+    (seed, x, dimension). ``protocol`` paper: the paper's likely protocol instead, ``max_epochs`` epochs with no
+    early stopping and no L2 (the validation ratings are still held out, so both protocols train on the same
+    ratings)."""
+    if protocol == "paper":
+        l2_grid, patience = (0.0,), None
     rows = []
     bar = Bar(len(seeds) * len(train_sizes) * len(methods) * len(l2_grid), "Figure 1 models", "models",
               disable=not base.progress)
@@ -310,6 +321,7 @@ def preliminary_study(base: Config, data: Interactions, methods=FIXED,
                     bar.update()
                 best = {**min(fits, key=lambda f: f["validation_loss"]), "seconds": sum(f["seconds"] for f in fits)}
                 rows.append({"method": method, "dimension": cfg.width, "train_size": x, "seed": seed, **best,
+                             "protocol": protocol,
                              "users": len(split.users), "train_ratings": len(positions), "test_ratings": len(split.test)})
     bar.close()
     return pd.DataFrame(rows)

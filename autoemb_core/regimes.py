@@ -72,5 +72,17 @@ REGIMES = MappingProxyType({r.name: r for r in (
 )})
 
 
-def names() -> tuple[str, ...]:
-    return tuple(REGIMES)
+def describe(name: str) -> dict:
+    """The regime as report.json records it: its settings, whether it is tuned, what tuning chooses, and why."""
+    r = REGIMES[name]
+    return {"name": r.name, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in r.settings.items()},
+            "tuned": r.tuned, "architecture": {k: list(c.values) for k, c in r.architecture.items()}, "why": r.why}
+
+
+def line(name: str) -> str:
+    """One line for a report: the regime, its settings, and where they come from."""
+    d = describe(name)
+    settings = ", ".join(f"`{k}: {v}`" for k, v in d["settings"].items()) or "the package defaults"
+    chosen = f"; tuning also chooses {', '.join(d['architecture'])}" if d["architecture"] else ""
+    return (f"Regime **{name}** ({'tuned' if d['tuned'] else 'not tuned'}{chosen}) for the embedding methods, the floor "
+            f"running as tuned: {settings}. {d['why']}")

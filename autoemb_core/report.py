@@ -25,6 +25,9 @@ from . import tuning
 from .atomic import atomic_write, write_json_atomic
 from .config import FIGURE1, Config, Figure1Settings, resolve
 from .methods import FIXED, PAPER, TABLE2
+from .regimes import REGIMES
+from .regimes import describe as describe_regime
+from .regimes import line as regime_line
 from .data import load_dataset
 from .figures import COLUMNS
 from .interactions import DataError, Interactions
@@ -111,8 +114,10 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
         if fixed:
             _add(parts, drawn, "figure1_stream", fg.figure1_stream(fixed, dataset, s.side, edges))
     if s.figure1:
-        study = preliminary(s, dataclasses.replace(base, task=fig1_task), data, folder)
-        _add(parts, drawn, "figure1_capacity", fg.figure1(study, dataset, fig1_task))
+        for protocol in s.figure1.protocols:
+            study = preliminary(s, dataclasses.replace(base, task=fig1_task), data, folder, protocol)
+            _add(parts, drawn, "figure1_capacity" + ("_paper_protocol" if protocol == "paper" else ""),
+                 fg.figure1(study, dataset, fig1_task))
     memory = None
     if s.frontier:
         _, memory = memory_frontier(dataclasses.replace(base, task="regression"), data, s.frontier_points, s.seeds,
@@ -129,7 +134,8 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
             "seeds": list(s.seeds), "methods": list(s.methods), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "seconds": seconds, "run_seconds": float(summaries["seconds"].sum()), "machine": machine(), "versions": versions(), "config": base.to_dict(),
             "figure1": s.figure1_settings() if s.figure1 else None,
-            "tuning": tuning.describe(tuned_here, s.tune_trials, folder, data, base)}
+            "tuning": tuning.describe(tuned_here, s.tune_trials, folder, data, base),
+            "regime": describe_regime(base.regime) if base.regime else None}
     write_json_atomic(folder / "report.json", meta)
     with atomic_write(folder / "REPORT.md", "w") as f:
         f.write(render(claims, overall.table, meta, sorted(drawn), truth, None if memory is None else memory.table))
@@ -142,7 +148,6 @@ def regimes_report(settings: ReportSettings, regimes, data: Interactions | None 
     regime's claims, with a ``regime`` column), ``runs.csv`` and ``REPORT.md``, which sets each claim's verdict in
     every regime side by side, says where the paper's orderings appear, and sets our seed spread beside the paper's
     error bars. Returns the claims."""
-    from .regimes import REGIMES
     regimes = list(dict.fromkeys(regimes))
     unknown = [r for r in regimes if r not in REGIMES]
     if unknown or not regimes:
@@ -164,6 +169,7 @@ def regimes_report(settings: ReportSettings, regimes, data: Interactions | None 
     ex.save_table(runs, folder, "runs")
     seconds = (datetime.datetime.now(datetime.timezone.utc) - began).total_seconds()
     meta = {"command": settings.command, "dataset": data.name, "interactions": len(data), "regimes": regimes,
+            "regime_settings": {r: describe_regime(r) for r in regimes},
             "seeds": list(settings.seeds), "tasks": list(settings.tasks), "seconds": seconds, "machine": machine(),
             "versions": versions(), "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     write_json_atomic(folder / "report.json", meta)
@@ -186,7 +192,6 @@ def regime_table(claims: pd.DataFrame, regimes) -> pd.DataFrame:
 def where_it_holds(claims: pd.DataFrame, regimes) -> list[str]:
     """Per claim (over its tasks and buckets): the regimes in which any of its rows is reproduced, and in which
     none is; and what the bundles of two such regimes set differently."""
-    from .regimes import REGIMES
     lines = []
     for name, g in claims.groupby("claim", sort=False):
         held = [r for r in regimes if (g[g["regime"] == r]["verdict"] == REPRODUCED).any()]
@@ -226,7 +231,6 @@ def spread_table(runs: pd.DataFrame, online_interactions: int) -> pd.DataFrame:
 
 def render_regimes(claims: pd.DataFrame, runs: pd.DataFrame, meta: dict, online_interactions: int) -> str:
     """REPORT.md of :func:`regimes_report`."""
-    from .regimes import REGIMES
     regimes = meta["regimes"]
     paper_from = "the paper's own Table 2 row for it" if claims["dataset"].iloc[0] in \
         {d for d, _ in ex.PAPER_TABLE2} else "MovieLens-20m's (the paper has no row for this dataset)"
@@ -237,7 +241,7 @@ def render_regimes(claims: pd.DataFrame, runs: pd.DataFrame, meta: dict, online_
              f"{meta['machine']}; torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
              "Each regime's full report (its Table 2, figures and tuning) is in its folder; every claim of every regime "
              "is in `claims.csv`.", "", "## The regimes", ""]
-    lines += [f"- **{r}** ([report]({r}/REPORT.md)): {REGIMES[r].why}" for r in regimes]
+    lines += [f"- [{r}]({r}/REPORT.md): {regime_line(r)}" for r in regimes]
     lines += ["", "The floor (`biases`, `item-mean`, `mf`) runs as tuned in every regime: the same runs, bit for bit.",
               "", "## Why the paper saw what it saw", "", *where_it_holds(claims, regimes), "",
               "## Every claim in every regime", "",
@@ -319,19 +323,21 @@ def generator_capacity(dataset: str, train_sizes) -> pd.DataFrame | None:
     return synthetic.capacity_study(dataset, train_sizes=sizes).round(4)
 
 
-def preliminary(s: ReportSettings, base: Config, data: Interactions, folder: Path) -> pd.DataFrame:
-    """Figure 1's capacity study, reusing ``figure1_runs.csv`` when it was made with the same settings (the
-    run config compared as :meth:`Config.differences` compares it)."""
-    key = {"interactions": len(data), "seeds": list(s.seeds), **s.figure1_settings()}
-    saved, settings_path = folder / "figure1_runs.csv", folder / "figure1_settings.json"
+def preliminary(s: ReportSettings, base: Config, data: Interactions, folder: Path,
+                protocol: str = "capacity") -> pd.DataFrame:
+    """Figure 1's capacity study under ``protocol``, reusing ``figure1_runs.csv`` (``figure1_runs_paper.csv``)
+    when it was made with the same settings (the run config compared as :meth:`Config.differences` compares it)."""
+    key = {"interactions": len(data), "seeds": list(s.seeds), **s.figure1_settings(), "protocol": protocol}
+    suffix = "_paper" if protocol == "paper" else ""
+    saved, settings_path = folder / f"figure1_runs{suffix}.csv", folder / f"figure1_settings{suffix}.json"
     if saved.is_file() and settings_path.is_file():
-        previous = json.loads(settings_path.read_text())
+        previous = {"protocol": "capacity", **json.loads(settings_path.read_text())}  # saved before protocols
         if {k: previous.get(k) for k in key} == key and not base.resolved().differences(previous.get("config", {})):
             return pd.read_csv(saved)
     f = s.figure1
     study = ex.preliminary_study(base, data, FIXED, f.train_sizes, f.n_test, s.seeds, f.n_validation, f.max_epochs,
-                                 f.patience, f.l2_grid)
-    ex.save_frame(study, folder, "figure1_runs")
+                                 f.patience, f.l2_grid, protocol)
+    ex.save_frame(study, folder, f"figure1_runs{suffix}")
     write_json_atomic(settings_path, {**key, "config": base.resolved().to_dict()})
     return study
 
@@ -395,7 +401,7 @@ def render(claims: pd.DataFrame, table2: pd.DataFrame, meta: dict, figures: list
              f"whose runs this one reused); "
              f"torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
              "Settings and versions: `report.json`; every claim: `claims.csv`.", "",
-             meta["tuning"], "",
+             meta["tuning"], "", *([regime_line(meta["regime"]["name"]), ""] if meta.get("regime") else []),
              "## How to read it", "",
              "Each row is one claim of the paper, measured as paired per-seed differences on the same stream and "
              "seeds. Effects are signed so that **a positive value favours the paper**; a relative effect is "

@@ -117,6 +117,24 @@ def test_preliminary_split_says_when_no_user_has_enough_ratings(tiny):
         ex.preliminary_split(tiny, n_test=most, train_sizes=(1,))
 
 
+def test_the_papers_protocol_trains_every_epoch_and_scores_the_last(tiny):
+    """patience None: no early stopping, even where validation stalls at once; the test score is the last epoch's,
+    the same as a fresh learner trained that many epochs and scored then."""
+    split = ex.preliminary_split(tiny, 3, (4,), seed=0, n_validation=2)
+    cfg = Config(**{**FAST, "method": "fixed-16", "table_lr": 2.0})  # a rate that overfits quickly
+    stopped = ex.fit_until_stop(StreamingTrainer(tiny, cfg).learner, StreamingTrainer(tiny, cfg).stream,
+                                split.training(4), split.validation, split.test, max_epochs=8, patience=1)
+    assert stopped["epochs"] < 8  # early stopping would stop here ...
+    trainer = StreamingTrainer(tiny, cfg)
+    fit = ex.fit_until_stop(trainer.learner, trainer.stream, split.training(4), split.validation, split.test,
+                            max_epochs=8, patience=None)
+    assert fit["epochs"] == fit["epoch"] == 8  # ... the paper's protocol does not
+    view = trainer.stream.view(torch.as_tensor(split.test))
+    with torch.no_grad():
+        loss = loss_and_correct(trainer.learner.predict(view)[0], view.target, cfg.task)[0].mean()
+    assert fit["loss"] == pytest.approx(float(loss), rel=1e-12)
+
+
 def test_fit_until_stop_keeps_the_best_validation_epoch_and_stops_after_patience(tiny):
     split = ex.preliminary_split(tiny, 3, (4,), seed=0, n_validation=2)
     cfg = Config(**{**FAST, "method": "fixed-16", "table_lr": 2.0})  # a rate that overfits quickly

@@ -104,13 +104,17 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
     assert list(claims.columns) == rp.COLUMNS
     assert set(claims["claim"]) == {"Table 2: ordering", "AutoEmb beats the controls", "Figure 6: advantage by popularity",
                                     "Figure 7: weight moves to larger dimensions", "Figure 8: advantage early in the stream",
-                                    "Figure 1 (stream): crossover", "Figure 1: crossover"}
+                                    "Figure 1 (stream): crossover", "Figure 1: crossover",
+                                    "Figure 1: crossover (paper's protocol)"}
     assert set(claims["task"]) == {"regression", "classification"}
     assert set(claims["verdict"]) <= {"reproduced", "not reproduced", "inconclusive"}
     assert (claims["n_seeds"] == 2).all() and (claims["ci_low"] <= claims["ci_high"]).all()
     text = (folder / "REPORT.md").read_text()
     assert "python -m autoemb_core report --dataset synthetic-tiny" in text and "| torch |" in text
     assert (folder / "figures" / "figure1_capacity.png").is_file()
+    assert (folder / "figures" / "figure1_capacity_paper_protocol.png").is_file()
+    paper = pd.read_csv(folder / "figure1_runs_paper.csv")  # the paper's protocol: every epoch, no L2, no stopping
+    assert (paper["epochs"] == 2).all() and (paper["embedding_l2"] == 0).all() and (paper["protocol"] == "paper").all()
     meta = json.loads((folder / "report.json").read_text())
     assert meta["seeds"] == [0, 1] and meta["versions"]["torch"]
 
@@ -150,6 +154,11 @@ def test_report_under_regimes_sets_every_claim_side_by_side_on_the_same_floor(tm
     text = (folder / "REPORT.md").read_text()
     assert "## Why the paper saw what it saw" in text and "| paper " in text and "| esapn " in text
     assert "Untuned" in (folder / "tuned" / "REPORT.md").read_text()
+    meta = json.loads((folder / "esapn" / "report.json").read_text())
+    assert meta["regime"]["settings"]["head_batchnorm"] is True and not meta["regime"]["tuned"]
+    assert "Regime **esapn**" in (folder / "esapn" / "REPORT.md").read_text()
+    top = json.loads((folder / "report.json").read_text())
+    assert set(top["regime_settings"]) == {"paper", "esapn", "tuned"} and "`predict_batchnorm: batch`" in text
     table = rp.regime_table(claims, ["paper", "esapn", "tuned"])
     row = claims[(claims["regime"] == "esapn") & (claims["claim"] == "Table 2: ordering")].iloc[0]
     match = table[(table["claim"] == row["claim"]) & (table["method"] == row["method"])
