@@ -8,15 +8,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import FIGURE1, SETTINGS, Config, resolve
-from .methods import METHODS
+from .config import FIGURE1, FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, SETTINGS, TUNE_TRIALS, Config, resolve
 from .data import dataset_names, load_dataset
-from .experiments import TABLE2, compare, overall_table, paper_table, save_table, save_tables
 from .interactions import DataError
-from .frontier import FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, points
-from . import tuning
-from .report import ReportSettings, frontier_report, regimes_report, report, summary_lines, where_it_holds
-from .train import run
+from .methods import METHODS, TABLE2
+
+# torch, pandas and the modules that use them are imported by the command that runs, so that --help and a bad
+# argument answer at once
 
 TASKS = ("regression", "classification")
 
@@ -53,6 +51,7 @@ def _download(args) -> None:
 
 
 def _run(args) -> dict:
+    from .train import run
     cfg = config_from_args(args)
     result = run(cfg)
     folder = result.save(Path(cfg.results_dir) / f"{cfg.dataset}-{cfg.method}-{cfg.task}-seed{cfg.seed}")
@@ -72,6 +71,8 @@ def _run(args) -> dict:
 
 def _compare(args) -> int:
     """``compare`` and ``sweep``: Table 2's grid, in this process or on a scheduler; runs.csv and overall.md."""
+    from . import tuning
+    from .experiments import compare, overall_table, paper_table, save_table, save_tables
     base = config_from_args(args)
     _grid(base, args.methods, args.tasks)
     folder = Path(args.results_dir)
@@ -94,6 +95,7 @@ def _compare(args) -> int:
 
 
 def _report(args) -> None:
+    from .report import ReportSettings, regimes_report, where_it_holds
     base = config_from_args(args)
     _grid(base, args.methods, args.tasks)
     figure1 = None if args.no_figure1 else dataclasses.replace(
@@ -114,16 +116,20 @@ def _report(args) -> None:
 def _demo(args) -> None:
     """The reproduction report at quick settings on the built-in synthetic stream (:meth:`ReportSettings.demo`);
     it ends with the verdicts."""
+    from .report import ReportSettings
     _write_report(ReportSettings.demo(args.results_dir, progress=not args.no_progress, command=args.command_line))
 
 
-def _write_report(settings: ReportSettings) -> None:
+def _write_report(settings) -> None:
+    from .report import report, summary_lines
     claims = report(settings)
     print("\n".join(summary_lines(claims)))
     print(f"wrote {settings.results_dir / 'REPORT.md'} and {settings.results_dir / 'claims.csv'}")
 
 
 def _frontier(args) -> None:
+    from .frontier import points
+    from .report import frontier_report, summary_lines
     base = dataclasses.replace(config_from_args(args), progress=False)
     thresholds = [_thresholds(t) for t in args.thresholds]
     settings = points(args.fse_widths, thresholds, args.penalties, fresh=not args.no_fresh, soft=not args.no_soft,
@@ -146,10 +152,10 @@ def _trials(args) -> int:
 
 
 def _tuning(p) -> None:
-    p.add_argument("--tune-trials", type=int, default=tuning.TRIALS,
+    p.add_argument("--tune-trials", type=int, default=TUNE_TRIALS,
                    help="a method with no tuned values for a task (none in params/<dataset>.yaml) is tuned first on "
                         "the stream's offline stage with this many trials; the values go to <results-dir>/tuned.yaml "
-                        f"(default: {tuning.TRIALS})")
+                        f"(default: {TUNE_TRIALS})")
     p.add_argument("--no-tune", action="store_true", help="run such methods at the defaults (the report says untuned)")
 
 

@@ -15,6 +15,11 @@ from .interactions import DataError
 from .methods import METHODS, TABLE
 from .regimes import REGIMES
 
+TUNE_TRIALS = 16  # the tuning protocol's default budget: finished trials per method and task (autoemb_core.tuning)
+# the memory frontier's default grid (autoemb_core.frontier): FSE widths, popularity-rule thresholds, hard penalties
+FSE_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 146)
+RULE_THRESHOLDS = ((8, 64), (64, 512), (512, 4096))
+HARD_PENALTIES = (0.0, 0.01, 0.1, 1.0)
 TRANSFORMS = ("bn-tanh", "tanh", "bn", "linear")  # Config.transform: which of BatchNorm and tanh follow eq. 1's Linear
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]

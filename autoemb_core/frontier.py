@@ -18,14 +18,11 @@ import pandas as pd
 
 from . import experiments as ex
 from . import sweep
-from .config import Config
+from .config import FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, Config  # the default grid
 from .interactions import Interactions
 from .stats import claim_row, paired_interval
 from .train import RunResult
 
-FSE_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 146)
-RULE_THRESHOLDS = ((8, 64), (64, 512), (512, 4096))
-HARD_PENALTIES = (0.0, 0.01, 0.1, 1.0)
 RULE_MOVE_INIT = "fresh"  # measured on ml-100k's offline stage, thresholds 8,64: fresh 0.2245, transfer 0.2325
 MARGIN = 0.005  # the goal: within 0.5% of FSE-146's online MSE ...
 BUDGET = 0.25  # ... at no more than a quarter of its embedding bytes

@@ -24,12 +24,12 @@ import pandas as pd
 import yaml
 
 from .atomic import atomic_write
-from .config import Config
+from .config import TUNE_TRIALS, Config
 from .interactions import Interactions
 from .methods import TABLE, Choice
 from .regimes import REGIMES
 
-TRIALS = 16  # the default budget: finished trials per method and task
+TRIALS = TUNE_TRIALS  # the default budget: finished trials per method and task
 PRUNE_PERCENTILE = 75.0  # pruned at half time when worse than this share of the trials before it
 TIME_CAP = 8.0  # a trial is stopped (pruned) once it has run this many times as long as the first, the defaults'
 # (and at least TIME_FLOOR seconds): one micro-batch per sample costs 19 (AutoEmb) to 200 (MF) times the whole

@@ -4,6 +4,8 @@
 import dataclasses
 import inspect
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,13 @@ def test_figure1_has_one_dataclass_of_defaults():
 def test_the_readme_states_the_precedence_once():
     text = (ROOT / "README.md").read_text()
     assert text.count("values given > `--params` file > `params/<dataset>.yaml`") == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["report", "--help"], ["run", "--help"]])
+def test_help_answers_without_importing_torch_or_pandas(argv):
+    """``--help`` is read before anything runs: it must not wait for torch (4 s quiet, 12 s under load)."""
+    code = ("import runpy, sys\nsys.argv = ['autoemb_core', *sys.argv[1:]]\ntry:\n"
+            "    runpy.run_module('autoemb_core', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pandas', 'matplotlib', 'optuna'}))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert "usage:" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
