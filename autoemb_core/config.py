@@ -193,11 +193,13 @@ class Config:
 
     @property
     def in_regime(self) -> bool:
-        """Whether this run's regime applies to its method: the embedding methods take it, while the floor
-        (the reference predictors and mf) runs as in ``tuned`` whatever the regime."""
+        """Whether this run's regime applies to its method: the embedding methods take it (a regime that tunes the
+        architecture: the AutoEmb architecture's only), while the floor (the reference predictors and mf) runs as in
+        ``tuned`` whatever the regime."""
         if self.regime is None or self.spec.learner != "embedding":
             return False
-        return bool(REGIMES[self.regime].settings) or (bool(REGIMES[self.regime].architecture) and self.selecting)
+        regime = REGIMES[self.regime]
+        return (self.selecting or not regime.architecture) and bool(regime.settings or regime.architecture)
 
     def regime_values(self) -> dict:
         """The settings of this run's regime (:mod:`autoemb_core.regimes`) that :meth:`resolved` applies."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 COLUMNS = ["claim", "dataset", "task", "metric", "method", "comparator", "bucket", "effect", "ci_low", "ci_high",
            "mde", "n_seeds", "paper_effect", "verdict"]
 ORDERING = (("autoemb", "darts"), ("darts", "sam"), ("sam", "fse"), ("autoemb", "fse"))  # Table 2: A < B in loss
-PAPER_DATASET = "ml-20m"  # where paper_effect comes from
+PAPER_DATASET = "ml-20m"  # where paper_effect comes from for a dataset the paper has no row for
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,16 @@ def _loss_name(task: str) -> str:
     return {"regression": "MSE", "classification": "CE"}[task]
 
 
-def paper_effect(task: str, method: str, comparator: str) -> float | None:
-    """The paper's relative loss advantage of ``method`` over ``comparator`` on MovieLens-20m (Table 2)."""
-    paper = ex.PAPER_TABLE2.get((PAPER_DATASET, task), {})
+def paper_dataset(dataset: str) -> str:
+    """The dataset of the paper's Table 2 whose effects a claim on ``dataset`` is held to: its own row where the
+    paper has one (ml-20m, ml-latest, netflix), else MovieLens-20m's."""
+    return dataset if (dataset, "regression") in ex.PAPER_TABLE2 else PAPER_DATASET
+
+
+def paper_effect(task: str, method: str, comparator: str, dataset: str = PAPER_DATASET) -> float | None:
+    """The paper's relative loss advantage of ``method`` over ``comparator`` in its Table 2, on ``dataset``'s row
+    (:func:`paper_dataset`)."""
+    paper = ex.PAPER_TABLE2.get((paper_dataset(dataset), task), {})
     if method not in paper or comparator not in paper:
         return None
     return (paper[comparator][0] - paper[method][0]) / paper[comparator][0]
@@ -146,7 +153,8 @@ def table2_claims(runs: pd.DataFrame) -> list[dict]:
             for method, comparator in pairs:
                 if {method, comparator} <= present:
                     rows.append(_row(name, dataset, task, metric, method, comparator,
-                                     _advantage(frame, method, comparator), paper_effect(task, method, comparator)))
+                                     _advantage(frame, method, comparator),
+                                     paper_effect(task, method, comparator, dataset)))
     return rows
 
 

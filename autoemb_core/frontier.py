@@ -174,7 +174,7 @@ def frontier_claims(runs: pd.DataFrame) -> list[dict]:
       AutoEmb's (the same controllers, one stored space per id instead of all three);
     - **on the frontier**, per hard setting: against the best baseline (FSE-d or the popularity rule, lowest mean
       online loss) that needs no more bytes: effect = (baseline - hard) / baseline per seed; reproduced when hard
-      AutoEmb is below it, not reproduced when dominated, inconclusive on a tie."""
+      AutoEmb is below it, contradicted when dominated, inconclusive on a tie."""
     rows = []
     dataset, task = runs["dataset"].iloc[0], runs["task"].iloc[0]
     metric = "online MSE, relative" if task == "regression" else "online CE, relative"

@@ -31,7 +31,7 @@ from .regimes import line as regime_line
 from .data import load_dataset
 from .figures import COLUMNS
 from .interactions import DataError, Interactions
-from .stats import INCONCLUSIVE, REPRODUCED, seeds_needed
+from .stats import INCONCLUSIVE, REPRODUCED, VERDICTS, seeds_needed
 from .train import versions
 
 
@@ -234,8 +234,7 @@ def spread_table(runs: pd.DataFrame, online_interactions: int) -> pd.DataFrame:
 def render_regimes(claims: pd.DataFrame, runs: pd.DataFrame, meta: dict, online_interactions: int) -> str:
     """REPORT.md of :func:`regimes_report`."""
     regimes = meta["regimes"]
-    paper_from = "the paper's own Table 2 row for it" if claims["dataset"].iloc[0] in \
-        {d for d, _ in ex.PAPER_TABLE2} else "MovieLens-20m's (the paper has no row for this dataset)"
+    paper_from = paper_source(meta["dataset"])
     lines = [f"# Reproduction report under {len(regimes)} regimes: AutoEmb (Zhao et al., 2020) on {meta['dataset']}", "",
              f"Made by `{meta['command']}`" if meta["command"] else "", "",
              f"{meta['interactions']:,} interactions; tasks {', '.join(meta['tasks'])}; seeds {meta['seeds']}; regimes "
@@ -243,12 +242,21 @@ def render_regimes(claims: pd.DataFrame, runs: pd.DataFrame, meta: dict, online_
              f"{meta['machine']}; torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
              "Each regime's full report (its Table 2, figures and tuning) is in its folder; every claim of every regime "
              "is in `claims.csv`.", "", "## The regimes", ""]
+    tallies = []
+    for r in regimes:
+        counts = claims[claims["regime"] == r]["verdict"].value_counts()
+        tallies.append(f"under {r}, {', '.join(f'{counts[v]} {v}' for v in VERDICTS if v in counts)}")
+    anywhere = [c for c, g in claims.groupby("claim", sort=False) if (g["verdict"] == REPRODUCED).any()]
+    lines[lines.index("## The regimes")] = (
+        f"**Bottom line.** Of {len(claims) // len(regimes)} claim rows per regime: {'; '.join(tallies)}. "
+        + (f"Reproduced somewhere: {', '.join(anywhere)}; the section below says under which regimes."
+           if anywhere else "No claim is reproduced under any regime.") + "\n\n## The regimes")
     lines += [f"- [{r}]({r}/REPORT.md): {regime_line(r)}" for r in regimes]
     lines += ["", "The floor (`biases`, `item-mean`, `mf`) runs as tuned in every regime: the same runs, bit for bit.",
               "", "## Why the paper saw what it saw", "", *where_it_holds(claims, regimes), "",
               "## Every claim in every regime", "",
               "Our effect with its 95% interval (positive favours the paper), then the verdict, as in each regime's "
-              f"report; the paper's effect is {paper_from}.", "",
+              f"report; the paper's effect is taken {paper_from}.", "",
               regime_table(claims, regimes).to_markdown(index=False), "",
               "## Our seed spread beside the paper's error bars", "",
               "The paper reports its losses as mean ± (0.0001 to 0.0006). Below, the std of the online loss over our "
@@ -349,6 +357,13 @@ def machine() -> str:
 
 
 # -- REPORT.md ---------------------------------------------------------------------------------------
+def paper_source(dataset: str) -> str:
+    """Where a claim on ``dataset`` takes the paper's effect from, in words."""
+    own = fg.paper_dataset(dataset)
+    return f"from its Table 2 row for {own}" if own == dataset else \
+        f"from its Table 2 row for {own} (the paper has no row for {dataset})"
+
+
 def _interval(row) -> str:
     fmt = (lambda v: f"{100 * v:+.2f}%") if "relative" in row["metric"] else (lambda v: f"{v:+.3g}")
     if not np.isfinite(row["ci_low"]):
@@ -381,12 +396,36 @@ def verdict_table(claims: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def bottom_line(claims: pd.DataFrame, meta: dict) -> str:
+    """The report's answer in a few sentences, generated from its claims: how the rows fall, which claims hold
+    somewhere and which nowhere, and what the settings leave open (seeds, stream length, tuning)."""
+    counts = claims["verdict"].value_counts()
+    tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
+    held = [c for c, g in claims.groupby("claim", sort=False) if (g["verdict"] == REPRODUCED).any()]
+    against = [c for c, g in claims.groupby("claim", sort=False) if g["verdict"].isin(VERDICTS[1:3]).all()]
+    text = [f"**Bottom line.** Of {len(claims)} claim rows, {tally}."]
+    text.append(f"Reproduced in at least one row: {', '.join(held)}." if held else "No claim is reproduced in any row.")
+    if against:
+        text.append(f"Contradicted or smaller than claimed in every row: {', '.join(against)}.")
+    mde = claims.loc[claims["metric"].str.contains("relative"), "mde"].dropna()
+    seeds = len(meta["seeds"])
+    caveats = [f"{seeds} seeds" + (f" (median detectable effect {100 * mde.median():.2f}%)" if len(mde) else "")]
+    caveats.append(f"{meta['interactions']:,} interactions" + (" (a quick prefix: the paper's streams hold 20-100M)"
+                                                                 if meta["interactions"] < 1_000_000 else ""))
+    untuned = "Untuned" in meta.get("tuning", "")
+    caveats.append("some methods untuned (`--no-tune`)" if untuned else "every method tuned on the offline stage")
+    decide = " Few seeds decide little: an inconclusive row says more seeds are needed, not that the claim fails." \
+        if seeds < 5 or counts.get(INCONCLUSIVE, 0) > len(claims) / 2 else ""
+    text.append(f"These verdicts rest on {', '.join(caveats)}.{decide}")
+    return " ".join(text)
+
+
 def summary_lines(claims: pd.DataFrame) -> list[str]:
     """One line per claim (grouped over tasks and buckets): how many of its rows reproduced."""
     lines = []
     for name, g in claims.groupby("claim", sort=False):
         counts = g["verdict"].value_counts()
-        parts = ", ".join(f"{counts[v]} {v}" for v in (REPRODUCED, "not reproduced", INCONCLUSIVE) if v in counts)
+        parts = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
         lines.append(f"- **{name}**: {parts} (of {len(g)} rows)")
     return lines
 
@@ -403,16 +442,18 @@ def render(claims: pd.DataFrame, table2: pd.DataFrame, meta: dict, figures: list
              f"whose runs this one reused); "
              f"torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
              "Settings and versions: `report.json`; every claim: `claims.csv`.", "",
+             bottom_line(claims, meta), "",
              meta["tuning"], "", *([regime_line(meta["regime"]["name"]), ""] if meta.get("regime") else []),
              "## How to read it", "",
              "Each row is one claim of the paper, measured as paired per-seed differences on the same stream and "
              "seeds. Effects are signed so that **a positive value favours the paper**; a relative effect is "
              "(comparator's loss - method's loss) / comparator's loss. `mde` is the smallest effect these seeds detect "
-             "with 80% power (two-sided t test at 5%). `paper` is the paper's own effect on MovieLens-20m (Table 2), "
-             "where it gives one. Verdicts: **reproduced** (the 95% interval excludes 0 in the paper's direction and "
-             "does not lie wholly below the paper's effect), **not reproduced** (it excludes 0 against the paper, or "
-             "lies wholly below the paper's effect), **inconclusive** (otherwise; `seeds to settle` is how many seeds "
-             "would detect the observed effect with 80% power).", "",
+             f"with 80% power (two-sided t test at 5%). `paper` is the paper's own effect, {paper_source(dataset)}. "
+             "Verdicts: **reproduced** (the 95% interval excludes 0 in the paper's direction and does not lie wholly "
+             "below the paper's effect), **smaller than claimed** (it lies wholly below the paper's effect: the paper's "
+             "size is ruled out, though it may include 0), **contradicted** (it excludes 0 against the paper), "
+             "**inconclusive** (otherwise; `seeds to settle` is how many seeds would detect the observed effect with "
+             "80% power).", "",
              "## Verdicts", "", *summary_lines(claims), "",
              verdict_table(claims).to_markdown(index=False), "",
              "## Table 2 beside the paper", "",

@@ -78,21 +78,25 @@ def seeds_needed(effect: float, std: float, level: float = 0.95, power: float = 
     return n
 
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+REPRODUCED, SMALLER, CONTRADICTED, INCONCLUSIVE = "reproduced", "smaller than claimed", "contradicted", "inconclusive"
+VERDICTS = (REPRODUCED, SMALLER, CONTRADICTED, INCONCLUSIVE)
 
 
 def verdict(low: float, high: float, paper_effect: float | None = None) -> str:
     """The verdict on an effect signed so that a positive value favours the paper, from its interval
     ``[low, high]`` and, where the paper gives one, its own effect (in the same units):
 
-    - ``not reproduced``: the interval lies wholly below 0, or wholly below ``paper_effect``;
-    - ``reproduced``: the interval lies wholly above 0 (and not wholly below ``paper_effect``);
+    - ``contradicted``: the interval lies wholly below 0, against the paper;
+    - ``smaller than claimed``: it lies wholly below ``paper_effect`` (it may include 0: what the seeds rule out
+      is the paper's size);
+    - ``reproduced``: it lies wholly above 0, and not wholly below ``paper_effect``;
     - ``inconclusive``: otherwise, including a missing interval (fewer than 2 seeds)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return INCONCLUSIVE
-    known = paper_effect is not None and math.isfinite(paper_effect)
-    if high < 0 or (known and high < paper_effect):
-        return NOT_REPRODUCED
+    if high < 0:
+        return CONTRADICTED
+    if paper_effect is not None and math.isfinite(paper_effect) and high < paper_effect:
+        return SMALLER
     if low > 0:
         return REPRODUCED
     return INCONCLUSIVE

@@ -1,7 +1,7 @@
 """Table 2 with the floor and the controls: every method, tuned alike, on one dataset, seeds paired.
 
     python benchmarks/table2.py --dataset ml-100k [--seeds 0 1 2 3 4] [--tasks regression classification]
-        [--methods ...] [--threads 1] [--results-dir results/table2/<dataset>] [--params FILE] [--name FILE]
+        [--methods ...] [--threads 1] [--results-dir results/table2/<dataset>] [--params FILE] [--name FILE] [--reuse]
 
 Runs ``compare`` with the tuned values of ``params/<dataset>.yaml`` and writes ``benchmarks/table2/<dataset>.md``:
 
@@ -111,6 +111,8 @@ def main(argv=None) -> int:
                         "tuned.yaml of the tuning protocol (its tuned: block replaces the methods' values)")
     parser.add_argument("--name", default=None, help="the file under benchmarks/table2/ (default: the dataset, "
                         "with the task when there is one)")
+    parser.add_argument("--reuse", action="store_true", help="reuse the runs already saved in --results-dir/runs "
+                        "with the same settings (a report's, for one), and leave its runs.csv alone")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -118,8 +120,9 @@ def main(argv=None) -> int:
     folder = Path(args.results_dir or ROOT / "results" / "table2" / args.dataset)
     folder.mkdir(parents=True, exist_ok=True)
     base = resolve({"dataset": args.dataset, "data_dir": args.data_dir, "progress": False}, args.params)
-    runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs")
-    runs.to_csv(folder / "runs.csv", index=False)
+    runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs", reuse=args.reuse)
+    if not args.reuse:
+        runs.to_csv(folder / "runs.csv", index=False)
     ratios = []
     for path in sorted((folder / "runs").glob("*/summary.json")):
         s = json.loads(path.read_text())
@@ -139,7 +142,8 @@ def main(argv=None) -> int:
              f" --tasks {' '.join(args.tasks)}"
              + (f" --methods {' '.join(args.methods)}" if list(args.methods) != list(TABLE2) else "")
              + (f" --params {args.params}" if args.params else "")
-             + (f" --name {args.name}" if args.name else "") + f"`; {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+             + (f" --name {args.name}" if args.name else "")
+             + (f" --results-dir {args.results_dir} --reuse" if args.reuse else "") + f"`; {datetime.date.today()}, {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}, {torch.get_num_threads()} thread(s). Tuned values: "
              + (f"{args.params} over " if args.params else "") + f"params/{args.dataset}.yaml.",
              "", "## Online stage, mean ± std over seeds", "", table.reset_index().to_markdown(index=False),

@@ -14,7 +14,7 @@ from autoemb_core import sweep
 from autoemb_core.__main__ import main as cli
 from autoemb_core.config import Config
 from autoemb_core.report import ReportSettings, report
-from autoemb_core.stats import NOT_REPRODUCED, REPRODUCED
+from autoemb_core.stats import CONTRADICTED, REPRODUCED
 
 FAST = dict(hidden=(8,), controller_hidden=(6,), batch_size=100, progress=False)
 
@@ -85,7 +85,7 @@ def test_the_goal_claim_picks_the_hard_setting_on_the_offline_stage():
                         "autoemb-hard penalty=0": ("autoemb-hard", 0.1990, 0.200, 900)})
     claims = {(c["claim"], c["method"]): c for c in fr.frontier_claims(runs)}
     goal = claims[("hard AutoEmb within 0.5% of FSE-146 at <= 1/4 of its bytes", "autoemb-hard penalty=1")]
-    assert goal["comparator"] == "fse d=146" and goal["verdict"] == NOT_REPRODUCED  # 5% worse: outside the margin
+    assert goal["comparator"] == "fse d=146" and goal["verdict"] == CONTRADICTED  # 5% worse: outside the margin
     assert goal["effect"] == pytest.approx((0.200 - 0.210) / 0.200 + 0.005, abs=2e-3)
     frontier = {m: c for (name, m), c in claims.items() if name.startswith("hard AutoEmb is on")}
     assert frontier["autoemb-hard penalty=0.1"]["comparator"] == "fse d=2"  # the best baseline within its bytes
@@ -106,8 +106,8 @@ def test_a_hard_point_dominated_by_a_cheaper_fse_is_not_on_the_frontier():
     runs = constructed({"fse d=146": ("fse", 0.200, 0.21, 1000), "fse d=16": ("fse", 0.201, 0.21, 100),
                         "autoemb-hard penalty=0.1": ("autoemb-hard", 0.205, 0.22, 240)})
     (goal, on) = fr.frontier_claims(runs)
-    assert on["comparator"] == "fse d=16" and on["verdict"] == NOT_REPRODUCED and on["effect"] < 0
-    assert goal["verdict"] == NOT_REPRODUCED  # 2.5% worse than FSE-146
+    assert on["comparator"] == "fse d=16" and on["verdict"] == CONTRADICTED and on["effect"] < 0
+    assert goal["verdict"] == CONTRADICTED  # 2.5% worse than FSE-146
 
 
 def test_frontier_runs_each_point_in_its_own_process_and_reuses_saved_runs(tiny, tmp_path, monkeypatch):

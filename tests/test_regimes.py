@@ -70,3 +70,4 @@ def test_competent_has_the_protocol_choose_the_architecture_of_the_autoemb_famil
     assert not tuning.needs_tuning(tuned, "uniform", "regression")
     run = dataclasses.replace(tuned, method="uniform").resolved()
     assert (run.transform, run.selection, run.regime) == (values["transform"], values["selection"], "competent")
+    assert run.validation == "incoming"  # the mode that breaks the collapse (benchmarks/tuning/validation_modes.md)

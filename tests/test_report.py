@@ -12,7 +12,7 @@ from autoemb_core import figures as fg
 from autoemb_core import report as rp
 from autoemb_core import sweep
 from autoemb_core.__main__ import main
-from autoemb_core.stats import NOT_REPRODUCED, REPRODUCED
+from autoemb_core.stats import CONTRADICTED, REPRODUCED, SMALLER, VERDICTS
 from autoemb_core.train import RunResult
 
 FAST = dict(hidden=(8,), controller_hidden=(6,), batch_size=50, progress=False)
@@ -33,18 +33,18 @@ def test_table2_claims_are_relative_paired_advantages_with_the_papers_effect():
     expected = (losses["fse"] - losses["sam"]) / losses["fse"]
     assert row.loc[("sam", "fse"), "effect"] == pytest.approx(expected.mean())
     assert row.loc[("sam", "fse"), "paper_effect"] == pytest.approx((0.1840 - 0.1819) / 0.1840)
-    assert row.loc[("autoemb", "darts"), "verdict"] == NOT_REPRODUCED  # AutoEmb is worse on every seed
-    assert row.loc[("darts", "sam"), "verdict"] == NOT_REPRODUCED
+    assert row.loc[("autoemb", "darts"), "verdict"] == CONTRADICTED  # AutoEmb is worse on every seed
+    assert row.loc[("darts", "sam"), "verdict"] == CONTRADICTED
     assert row.loc[("autoemb", "biases"), "effect"] > 0 and np.isnan(row.loc[("autoemb", "biases"), "paper_effect"])
     assert ("autoemb", "random") not in row.index  # a method that did not run has no row
     assert set(claims["claim"]) == {"Table 2: ordering", "AutoEmb beats the controls"}
 
 
-def test_a_claim_smaller_than_the_papers_is_not_reproduced_even_when_real():
+def test_a_claim_smaller_than_the_papers_is_smaller_than_claimed_even_when_real():
     fse = 0.2 + np.array([0.0, 0.001, 0.002])
     claims = fg.claims_frame(fg.table2_claims(summaries({"fse": fse, "autoemb": fse * (1 - 0.001)})))
     r = claims.iloc[0]
-    assert r["ci_low"] > 0 and r["ci_high"] < r["paper_effect"] and r["verdict"] == NOT_REPRODUCED
+    assert r["ci_low"] > 0 and r["ci_high"] < r["paper_effect"] and r["verdict"] == SMALLER
     big = fg.claims_frame(fg.table2_claims(summaries({"fse": fse, "autoemb": fse * (1 - 0.03)}))).iloc[0]
     assert big["verdict"] == REPRODUCED and big["effect"] == pytest.approx(0.03)
 
@@ -107,7 +107,8 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
                                     "Figure 1 (stream): crossover", "Figure 1: crossover",
                                     "Figure 1: crossover (paper's protocol)"}
     assert set(claims["task"]) == {"regression", "classification"}
-    assert set(claims["verdict"]) <= {"reproduced", "not reproduced", "inconclusive"}
+    assert set(claims["verdict"]) <= set(VERDICTS)
+    assert "**Bottom line.** Of " in (folder / "REPORT.md").read_text()
     assert (claims["n_seeds"] == 2).all() and (claims["ci_low"] <= claims["ci_high"]).all()
     text = (folder / "REPORT.md").read_text()
     assert "python -m autoemb_core report --dataset synthetic-tiny" in text and "| torch |" in text
@@ -153,6 +154,7 @@ def test_report_under_regimes_sets_every_claim_side_by_side_on_the_same_floor(tm
     assert saved["config"]["regime"] == "esapn" and saved["config"]["hidden"] == [8]  # a params file's value wins
     text = (folder / "REPORT.md").read_text()
     assert "## Why the paper saw what it saw" in text and "| paper " in text and "| esapn " in text
+    assert "**Bottom line.** Of " in text and "under esapn, " in text
     assert "Untuned" in (folder / "tuned" / "REPORT.md").read_text()
     meta = json.loads((folder / "esapn" / "report.json").read_text())
     assert meta["regime"]["settings"]["head_batchnorm"] is True and not meta["regime"]["tuned"]
@@ -166,3 +168,19 @@ def test_report_under_regimes_sets_every_claim_side_by_side_on_the_same_floor(tm
     assert match["esapn"].iloc[0].endswith(row["verdict"])
     spread = rp.spread_table(runs, 900)
     assert set(spread["method"]) == {"fse", "sam", "darts", "autoemb"} and (spread["paper ±"] > 0).all()
+
+
+def test_the_papers_effect_comes_from_its_row_for_the_dataset_and_else_from_ml20m():
+    assert fg.paper_effect("regression", "autoemb", "fse", "netflix") == pytest.approx((0.1821 - 0.1779) / 0.1821)
+    assert fg.paper_effect("classification", "sam", "fse", "ml-latest") == pytest.approx((1.1257 - 1.1249) / 1.1257)
+    assert fg.paper_effect("regression", "autoemb", "fse", "ml-100k") == pytest.approx((0.1840 - 0.1803) / 0.1840)
+    assert "no row for ml-100k" in rp.paper_source("ml-100k") and rp.paper_source("netflix").endswith("for netflix")
+
+
+def test_the_bottom_line_is_generated_from_the_claims():
+    claims = pd.DataFrame({"claim": ["A", "A", "B", "C"], "metric": ["x, relative"] * 4,
+                           "mde": [0.01, 0.02, 0.03, 0.04], "verdict": [REPRODUCED, CONTRADICTED, SMALLER, CONTRADICTED]})
+    line = rp.bottom_line(claims, {"seeds": [0, 1, 2], "interactions": 30_000, "tuning": "**Untuned** ..."})
+    assert "Of 4 claim rows, 1 reproduced, 1 smaller than claimed, 2 contradicted." in line
+    assert "Reproduced in at least one row: A." in line and "in every row: B, C." in line
+    assert "3 seeds (median detectable effect 2.50%)" in line and "untuned" in line and "Few seeds decide little" in line

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from autoemb_core.stats import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claim, mde, paired_interval, seeds_needed,
+from autoemb_core.stats import (CONTRADICTED, INCONCLUSIVE, REPRODUCED, SMALLER, claim, mde, paired_interval, seeds_needed,
                                 t_cdf, t_quantile, verdict)
 
 
@@ -68,12 +68,13 @@ def test_seeds_needed_is_the_smallest_that_is_enough():
 
 @pytest.mark.parametrize("low, high, paper, expected", [
     (0.1, 0.3, None, REPRODUCED),
-    (-0.3, -0.1, None, NOT_REPRODUCED),
+    (-0.3, -0.1, None, CONTRADICTED),
+    (-0.3, -0.1, 0.2, CONTRADICTED),  # against the paper: not merely smaller
     (-0.1, 0.3, None, INCONCLUSIVE),
     (0.1, 0.3, 0.2, REPRODUCED),  # the paper's effect is inside the interval
     (0.1, 0.3, 0.05, REPRODUCED),  # larger than the paper's
-    (0.01, 0.03, 0.2, NOT_REPRODUCED),  # real, but wholly below the paper's
-    (-0.01, 0.03, 0.2, NOT_REPRODUCED),  # wholly below the paper's, even though it straddles 0
+    (0.01, 0.03, 0.2, SMALLER),  # real, but wholly below the paper's
+    (-0.01, 0.03, 0.2, SMALLER),  # wholly below the paper's, even though it straddles 0
     (-0.01, 0.3, 0.2, INCONCLUSIVE),
     (float("nan"), float("nan"), 0.2, INCONCLUSIVE),
 ])
@@ -85,8 +86,8 @@ def test_claim_on_constructed_effects():
     rng = np.random.default_rng(2)
     clear = claim(0.05 + rng.normal(0, 0.001, 5))
     assert clear["verdict"] == REPRODUCED and clear["ci_low"] < 0.05 < clear["ci_high"] and clear["n_seeds"] == 5
-    assert claim(-0.05 + rng.normal(0, 0.001, 5))["verdict"] == NOT_REPRODUCED
+    assert claim(-0.05 + rng.normal(0, 0.001, 5))["verdict"] == CONTRADICTED
     assert claim([-0.01, 0.01, -0.01, 0.01, 0.0])["verdict"] == INCONCLUSIVE
     small = claim(0.001 + rng.normal(0, 0.0001, 5), paper_effect=0.02)
-    assert small["verdict"] == NOT_REPRODUCED and small["paper_effect"] == 0.02
+    assert small["verdict"] == SMALLER and small["paper_effect"] == 0.02
     assert np.isnan(claim([0.3])["ci_low"]) and claim([0.3])["verdict"] == INCONCLUSIVE
