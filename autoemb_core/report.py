@@ -173,6 +173,7 @@ def regimes_report(settings: ReportSettings, regimes, data: Interactions | None 
     meta = {"command": settings.command, "dataset": data.name, "interactions": len(data), "regimes": regimes,
             "regime_settings": {r: describe_regime(r) for r in regimes},
             "seeds": list(settings.seeds), "tasks": list(settings.tasks), "seconds": seconds, "machine": machine(),
+            "run_seconds": float(runs["seconds"].sum()),
             "versions": versions(), "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     write_json_atomic(folder / "report.json", meta)
     with atomic_write(folder / "REPORT.md", "w") as f:
@@ -192,25 +193,33 @@ def regime_table(claims: pd.DataFrame, regimes) -> pd.DataFrame:
 
 
 def where_it_holds(claims: pd.DataFrame, regimes) -> list[str]:
-    """Per claim (over its tasks and buckets): the regimes in which any of its rows is reproduced, and in which
-    none is; and what the bundles of two such regimes set differently."""
+    """Per claim (over its tasks and buckets): under which regimes some of its rows are reproduced and under which
+    none is, and which settings two such regimes set differently (each bundle over the package defaults)."""
+    defaults = Config()
+
+    def effective(r):
+        return {k: list(v) if isinstance(v := REGIMES[r].settings.get(k, getattr(defaults, k)), tuple) else v
+                for k in keys}
+
+    keys = sorted({k for r in regimes for k in REGIMES[r].settings})
     lines = []
     for name, g in claims.groupby("claim", sort=False):
-        held = [r for r in regimes if (g[g["regime"] == r]["verdict"] == REPRODUCED).any()]
         rows = g.groupby("regime")["verdict"].size().reindex(regimes).fillna(0).astype(int)
-        tally = ", ".join(f"{r}: {(g[g['regime'] == r]['verdict'] == REPRODUCED).sum()} of {rows[r]}" for r in regimes)
+        hits = {r: int((g[g["regime"] == r]["verdict"] == REPRODUCED).sum()) for r in regimes}
+        tally = ", ".join(f"{r}: {hits[r]} of {rows[r]}" for r in regimes)
+        held = [r for r in regimes if hits[r]]
         if len(held) == len(regimes):
-            lines.append(f"- **{name}** holds in every regime ({tally} rows reproduced).")
+            lines.append(f"- **{name}**: some rows are reproduced under every regime ({tally} rows).")
         elif not held:
-            lines.append(f"- **{name}** appears in no regime ({tally} rows reproduced): no setup measured here "
-                         "gives the paper's result.")
+            lines.append(f"- **{name}**: no row is reproduced under any regime ({tally}): no setup measured here gives "
+                         "the paper's result.")
         else:
             lost = [r for r in regimes if r not in held]
-            a, b = REGIMES[held[0]].settings, REGIMES[lost[0]].settings
-            differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-            lines.append(f"- **{name}** appears under {', '.join(held)} but not under {', '.join(lost)} ({tally} rows "
-                         f"reproduced). The bundles of {held[0]} and {lost[0]} differ in: {', '.join(differ) or 'tuning only'}"
-                         f"{'' if REGIMES[held[0]].tuned == REGIMES[lost[0]].tuned else ' and tuning'}.")
+            a, b = effective(held[0]), effective(lost[0])
+            differ = [k for k in keys if a[k] != b[k]]
+            tuning = "" if REGIMES[held[0]].tuned == REGIMES[lost[0]].tuned else "tuning"
+            lines.append(f"- **{name}**: reproduced rows under {', '.join(held)}, none under {', '.join(lost)} ({tally}). "
+                         f"{held[0]} and {lost[0]} differ in: {', '.join([*differ, *([tuning] if tuning else [])])}.")
     return lines
 
 
@@ -239,7 +248,8 @@ def render_regimes(claims: pd.DataFrame, runs: pd.DataFrame, meta: dict, online_
              f"Made by `{meta['command']}`" if meta["command"] else "", "",
              f"{meta['interactions']:,} interactions; tasks {', '.join(meta['tasks'])}; seeds {meta['seeds']}; regimes "
              f"{', '.join(regimes)}; finished {meta['finished']} after {meta['seconds'] / 60:.1f} min on "
-             f"{meta['machine']}; torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
+             f"{meta['machine']} (the streamed runs took {meta['run_seconds'] / 60:.0f} min, summed over runs, some "
+             f"possibly in earlier invocations whose runs this one reused); torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
              "Each regime's full report (its Table 2, figures and tuning) is in its folder; every claim of every regime "
              "is in `claims.csv`.", "", "## The regimes", ""]
     tallies = []
