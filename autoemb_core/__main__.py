@@ -117,7 +117,8 @@ def _demo(args) -> None:
     """The reproduction report at quick settings on the built-in synthetic stream (:meth:`ReportSettings.demo`);
     it ends with the verdicts."""
     from .report import ReportSettings
-    _write_report(ReportSettings.demo(args.results_dir, progress=not args.no_progress, command=args.command_line))
+    _write_report(ReportSettings.demo(args.results_dir, progress=not args.no_progress, command=args.command_line,
+                                      threads=args.threads))
 
 
 def _write_report(settings) -> None:
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the reproduction report at quick settings on the built-in synthetic stream")
     p.add_argument("--results-dir", default="results/demo")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run, saved with it")
     p.set_defaults(func=_demo)
     return parser
 
@@ -316,12 +318,30 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = "python -m autoemb_core " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    busy = busy_warning(getattr(args, "threads", None)) if args.command not in ("summary", "download") else None
+    if busy:
+        print(busy, file=sys.stderr)
     try:
         code = args.func(args)
         return code if isinstance(code, int) else 0  # compare and sweep: 1 when a run failed
     except (DataError, RuntimeError) as exc:
         print(f"error: {in_flags(str(exc), parser.commands[args.command])}", file=sys.stderr)
         return 2
+
+
+def busy_warning(threads: int | None) -> str | None:
+    """One line when the machine is busier than its cores and this command's torch may run more than one thread
+    per run: the threads then spin against the other jobs (a run took 24 times as long at load 6)."""
+    import os
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = os.cpu_count() or 1
+    if load <= cores or threads == 1:
+        return None
+    return (f"warning: this machine is busy (1-minute load {load:.1f} on {cores} cores); pass --threads 1 so that "
+            "each run's threads do not compete with the other jobs (benchmarks/threads.md)")
 
 
 def in_flags(message: str, parser: argparse.ArgumentParser) -> str:

@@ -62,10 +62,11 @@ class ReportSettings:
         return self.figure1.to_dict()
 
     @classmethod
-    def demo(cls, results_dir, progress: bool = True, command: str = "") -> "ReportSettings":
+    def demo(cls, results_dir, progress: bool = True, command: str = "", threads: int | None = None) -> "ReportSettings":
         """``python -m autoemb_core demo``: the report at quick settings on the built-in synthetic stream, its
         first 30,000 interactions, both tasks, 3 seeds and Figure 1's quick grid."""
-        base = resolve({"dataset": "synthetic", "max_interactions": 30_000, **({} if progress else {"progress": False})})
+        base = resolve({"dataset": "synthetic", "max_interactions": 30_000, **({} if progress else {"progress": False}),
+                        **({} if threads is None else {"threads": threads})})
         return cls(base, Path(results_dir), seeds=(0, 1, 2), figure1=Figure1Settings.quick(), command=command)
 
 

@@ -182,3 +182,18 @@ def test_help_answers_without_importing_torch_or_pandas(argv):
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pandas', 'matplotlib', 'optuna'}))")
     out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, check=True)
     assert "usage:" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_busy_machine_gets_one_line_with_the_fix(monkeypatch):
+    import os
+
+    from autoemb_core.__main__ import busy_warning
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    line = busy_warning(None)
+    assert line.count("\n") == 0 and "load 9.0 on 2 cores" in line and "--threads 1" in line
+    assert busy_warning(1) is None  # already one thread per run
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    assert busy_warning(None) is None  # not busier than its cores
+    demo = ReportSettings.demo("results/demo", progress=False, threads=1)
+    assert demo.base.threads == 1
