@@ -76,7 +76,7 @@ def _compare(args) -> int:
     base = config_from_args(args)
     _grid(base, args.methods, args.tasks)
     folder = Path(args.results_dir)
-    base = tuning.ensure_tuned(base, None, args.methods, args.tasks, _trials(args), folder)
+    base = tuning.ensure_tuned(base, None, args.methods, args.tasks, _trials(args), folder, workers=args.workers)
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs", scheduler=args.scheduler,
                    workers=args.workers, gpus_per_run=args.gpus_per_run, reuse=args.command == "sweep")
     save_table(runs, folder, "runs")
@@ -212,7 +212,7 @@ def _scheduler(p, workers_help: str = "cells at a time: the local cluster's work
     p.add_argument("--scheduler", default=None,
                    help="where the runs go: local (a dask cluster on this machine) or tcp://HOST:PORT; "
                         "default: this process")
-    p.add_argument("--workers", type=int, default=1, help=workers_help)
+    p.add_argument("--workers", type=int, default=1, help=workers_help + "; also tuning trials at a time")
     p.add_argument("--gpus-per-run", type=float, default=0,
                    help="GPU resource each run reserves on the workers (1, or 0.5 to share), and runs on cuda")
 

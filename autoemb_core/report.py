@@ -88,7 +88,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     dataset, runs_dir = data.name, folder / "runs"
     fig1_task = figure1_task(list(s.tasks))
     tuned_here = [(t, m) for t in s.tasks for m in s.methods if tuning.needs_tuning(base, m, t)]
-    base = tuning.ensure_tuned(base, data, s.methods, s.tasks, s.tune_trials, folder)
+    base = tuning.ensure_tuned(base, data, s.methods, s.tasks, s.tune_trials, folder, workers=s.workers)
     results, parts, drawn = {}, [], {}
     for task in s.tasks:
         methods = list(dict.fromkeys([*s.methods, *(FIXED if task == fig1_task and s.figure1 else ())]))

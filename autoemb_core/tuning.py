@@ -111,13 +111,13 @@ def on_edge(values: dict, method: str) -> list[str]:
     return found
 
 
-def journal(path: Path):
-    """Optuna's journal file storage at ``path``, repaired first: a line cut short by a killed process is
-    dropped, and the lock it left behind removed (a results folder is tuned by one process at a time)."""
+def journal(path: Path, repair: bool = True):
+    """Optuna's journal file storage at ``path``, repaired first (``repair``: by the process that opens a tuning,
+    before its workers): a line cut short by a killed process is dropped, and the lock it left behind removed."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
+    if repair and path.is_file():
         text = path.read_bytes()
         if text and not text.endswith(b"\n"):
             with open(path, "r+b") as f:
@@ -125,7 +125,7 @@ def journal(path: Path):
                 f.flush()
                 os.fsync(f.fileno())
     lock = Path(f"{path}.lock")
-    if lock.exists() or lock.is_symlink():
+    if repair and (lock.exists() or lock.is_symlink()):
         lock.unlink()
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
@@ -136,30 +136,81 @@ def study_name(cfg: Config, method: str, task: str) -> str:
 
 
 def tune_method(base: Config, data: Interactions, method: str, task: str, trials: int, folder: Path,
-                log=None) -> dict:
-    """Run (or resume, or reuse) the study of ``method`` on ``task``: ``trials`` finished trials in all.
+                log=None, workers: int = 1) -> dict:
+    """Run (or resume, or reuse) the study of ``method`` on ``task``: ``trials`` finished trials in all, ``workers``
+    processes at a time on the same journal (each with its share of the threads and its own sampler seed).
     Returns {"values", "score", "trials", "pruned", "seconds", "edges"}; ``data`` is the tuning stream."""
     import optuna
     log = log or sys.stderr
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", "Fixed parameter .* is out of range", UserWarning)  # the current settings
-    from .train import NumericsError, StreamingTrainer
     cfg = dataclasses.replace(base, task=task, method=method, progress=False, checkpoint_dir=None, resume=False)
     keys, name = space(method, cfg.regime), study_name(cfg, method, task)
-    storage = journal(folder / f"{name}.journal")
-    seed = int(hashlib.sha256(f"{task}/{method}".encode()).hexdigest()[:8], 16)
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, STARTUP_TRIALS))
+    study = _study(cfg, name, folder, 0, repair=True)
+    storage = study._storage
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     if all(t.state == optuna.trial.TrialState.FAIL for t in study.trials):
         study.enqueue_trial({k: v for key in keys for k, v in current(cfg, key).items()})
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # killed part way:
         study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params)  # its point runs again
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < trials:
+        workers = max(1, min(workers, trials - done))
+        print(f"tuning {method} ({task}) on {len(data):,} offline interactions: {trials - done} of {trials} trials "
+              f"to go" + (f", {workers} at a time" if workers > 1 else ""), file=log, flush=True)
+        if workers == 1:
+            optimize(cfg, data, name, folder, trials, 0)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for future in [pool.submit(optimize, cfg, data, name, folder, trials, w, workers) for w in range(workers)]:
+                    future.result()
+        study = _study(cfg, name, folder, 0)
+    ended = study.get_trials(deepcopy=False, states=finished)
+    complete = [t for t in ended if t.state == optuna.trial.TrialState.COMPLETE]
+    best = min(complete, key=lambda t: t.value)
+    values = values_of(best.params, keys, len(cfg.dims))
+    write_trials(study, folder / f"{name}.csv")
+    return {"values": values, "score": float(best.value), "trials": len(ended),
+            "pruned": len(ended) - len(complete), "seconds": float(sum(t.user_attrs.get("seconds", 0) for t in ended)),
+            "edges": on_edge(values, method)}
+
+
+def _study(cfg: Config, name: str, folder: Path, worker: int, repair: bool = False):
+    """The study in its journal (``repair``: first repaired, by the process that opens the tuning), with worker
+    ``worker``'s sampler (seeded by task, method and worker)."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", "Fixed parameter .* is out of range", UserWarning)  # the current settings
+    seed = int(hashlib.sha256(f"{cfg.task}/{cfg.method}".encode()).hexdigest()[:8], 16) + worker
+    return optuna.create_study(study_name=name, storage=journal(folder / f"{name}.journal", repair=repair),
+                               direction="minimize", load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+                               pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, STARTUP_TRIALS))
+
+
+class _Spare(Exception):
+    """A worker's trial that would take the study past its budget: it ends unrun (failed, and not counted)."""
+
+
+def optimize(cfg: Config, data: Interactions, name: str, folder: Path, trials: int, worker: int = 0,
+             workers: int = 1) -> None:
+    """One worker's share of the study: trials until ``trials`` are finished or running in all."""
+    import optuna
+    import torch
+
+    from .train import NumericsError, StreamingTrainer
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    study = _study(cfg, name, folder, worker)
+    keys = space(cfg.method, cfg.regime)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
     def objective(trial) -> float:
         began = time.perf_counter()
+        others = [t for t in study.get_trials(deepcopy=False, states=(*finished, optuna.trial.TrialState.RUNNING))
+                  if t.number != trial.number]
+        if len(others) >= trials:
+            raise _Spare
         values = {key: suggest(trial, key, spec, len(cfg.dims)) for key, spec in keys.items()}
         trainer = StreamingTrainer(data, Config.from_dict({**cfg.to_dict(), **values, "tuned": {}}))
         half, total, size = len(trainer.batches) // 2, 0.0, 0
@@ -185,20 +236,11 @@ def tune_method(base: Config, data: Interactions, method: str, task: str, trials
             trial.set_user_attr("cpu_seconds", time.process_time() - cpu)
         return total / size
 
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < trials:
-        print(f"tuning {method} ({task}) on {len(data):,} offline interactions: {trials - done} of {trials} trials "
-              f"to go", file=log, flush=True)
-        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)],
-                       catch=(), gc_after_trial=False)
-    ended = study.get_trials(deepcopy=False, states=finished)
-    complete = [t for t in ended if t.state == optuna.trial.TrialState.COMPLETE]
-    best = min(complete, key=lambda t: t.value)
-    values = values_of(best.params, keys, len(cfg.dims))
-    write_trials(study, folder / f"{name}.csv")
-    return {"values": values, "score": float(best.value), "trials": len(ended),
-            "pruned": len(ended) - len(complete), "seconds": float(sum(t.user_attrs.get("seconds", 0) for t in ended)),
-            "edges": on_edge(values, method)}
+    def budgeted(study, trial) -> None:  # finished, or running in another worker: no further trial is needed
+        if len(study.get_trials(deepcopy=False, states=(*finished, optuna.trial.TrialState.RUNNING))) >= trials:
+            study.stop()
+
+    study.optimize(objective, callbacks=[budgeted], catch=(_Spare,), gc_after_trial=False)
 
 
 def write_trials(study, path: Path) -> None:
@@ -210,10 +252,10 @@ def write_trials(study, path: Path) -> None:
 
 
 def ensure_tuned(base: Config, data: Interactions | None, methods, tasks, trials: int, folder,
-                 log=None) -> Config:
+                 log=None, workers: int = 1) -> Config:
     """``base`` with tuned values for every (task, method) that has none: each tuned by the protocol on
     ``data``'s offline stage (None: ``base``'s dataset, loaded only if something needs tuning), within ``trials``
-    trials, in ``folder/tuning/``; the chosen values also go to ``folder/tuned.yaml`` (never to ``params/``).
+    trials (``workers`` at a time), in ``folder/tuning/``; the chosen values also go to ``folder/tuned.yaml`` (never to ``params/``).
     ``trials`` 0: nothing is tuned."""
     log = log or sys.stderr
     todo = [(task, m) for task in tasks for m in dict.fromkeys(methods) if trials and needs_tuning(base, m, task)]
@@ -226,7 +268,8 @@ def ensure_tuned(base: Config, data: Interactions | None, methods, tasks, trials
     stream = tuning_stream(data, base)
     chosen = {}
     for task, method in todo:
-        chosen.setdefault(task, {})[method] = tune_method(base, stream, method, task, trials, folder / "tuning", log)
+        chosen.setdefault(task, {})[method] = tune_method(base, stream, method, task, trials, folder / "tuning", log,
+                                                          workers)
     tuned = {task: {**base.tuned.get(task, {}), **{m: r["values"] for m, r in by.items()}}
              for task, by in {**{t: {} for t in base.tuned}, **chosen}.items()}
     write_tuned_yaml(folder / "tuned.yaml", chosen, data, trials)

@@ -1,7 +1,7 @@
 """Tune a dataset's methods by the tuning protocol and write the values into ``params/<dataset>.yaml``.
 
     python benchmarks/tune.py --dataset ml-100k [--data-dir data] [--tasks regression classification]
-        [--methods ...] [--trials 16] [--folder benchmarks/tuning/<dataset>] [--write] [--tuned-yaml FILE]
+        [--methods ...] [--trials 16] [--folder benchmarks/tuning/<dataset>] [--write] [--tuned-yaml FILE] [--workers N]
 
 The protocol is :mod:`autoemb_core.tuning`'s, the one ``report``, ``compare`` and ``sweep`` run on a stream with no
 tuned values: Optuna's seeded TPE over each method's space in the method table, ``--trials`` per method, on data
@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(TUNED), choices=list(TUNED))
     parser.add_argument("--trials", type=int, default=16, help="finished trials per method (default: 16)")
     parser.add_argument("--tuning-seed", type=int, default=1, help="generator seed of a synthetic tuning stream")
+    parser.add_argument("--workers", type=int, default=1, help="trials at a time, each in its own process (default: 1)")
     parser.add_argument("--folder", default=None, help="the studies and trials (default: benchmarks/tuning/<dataset>)")
     parser.add_argument("--write", action="store_true", help="write the chosen values into params/<dataset>.yaml")
     parser.add_argument("--tuned-yaml", default=None, help="also write them as a tuned: block to this file (a params "
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
     folder = Path(args.folder or ROOT / "benchmarks" / "tuning" / args.dataset)
     data = tuning_stream(args.dataset, args.data_dir, args.tuning_seed)
     base = Config(dataset=args.dataset, progress=False)
-    chosen = {task: {m: tuning.tune_method(base, data, m, task, args.trials, folder) for m in args.methods}
+    chosen = {task: {m: tuning.tune_method(base, data, m, task, args.trials, folder, workers=args.workers)
+                     for m in args.methods}
               for task in args.tasks}
     for task, by in chosen.items():
         for method, r in by.items():

@@ -154,3 +154,19 @@ def test_report_on_a_stream_with_no_tuned_values_tunes_first_and_says_so(tmp_pat
     assert "**Untuned**" in (tmp_path / "untuned" / "REPORT.md").read_text()
     assert not (tmp_path / "untuned" / "tuned.yaml").exists()
     assert sorted(p.read_text() for p in params_dir().glob("*.yaml")) == params  # params/ untouched
+
+
+def test_trials_in_parallel_workers_share_one_study_and_its_budget_exactly(tiny, tmp_path):
+    """Two worker processes on one journal: exactly the budget of finished trials (a worker that would go past it
+    ends its trial unrun), distinct points, and a rerun reuses the study."""
+    base = Config(method="biases", batch_size=50, progress=False)
+    r = tuning.tune_method(base, tiny, "biases", "regression", 6, tmp_path, log=open(os.devnull, "w"), workers=2)
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "regression-biases.journal")))
+    trials = optuna.load_study(study_name="regression-biases", storage=storage).trials
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) == 6 == r["trials"] and len([t for t in trials if t.state.name == "RUNNING"]) == 0
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 6  # two seeded samplers, no point drawn twice
+    again = tuning.tune_method(base, tiny, "biases", "regression", 6, tmp_path, log=open(os.devnull, "w"), workers=2)
+    assert again["values"] == r["values"] and again["trials"] == 6
