@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import re
 import shlex
 import sys
@@ -183,13 +184,13 @@ def _grid_flags(p, required: bool) -> None:
     """The grid of sweep and report: dataset, methods, tasks and seeds (5, both tasks), and the shared settings."""
     _dataset(p, required)
     _methods(p, TASKS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds, each run paired across methods")
     _settings(p)
 
 
 def _dataset(p, required: bool = False) -> None:
     p.add_argument("--dataset", required=required, default=None, help="one of: " + ", ".join(dataset_names()))
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="the folder holding the dataset's files (default: the params file's data_dir, else $AUTOEMB_DATA_DIR or ./data)")
 
 
 def _methods(p, tasks) -> None:
@@ -199,7 +200,7 @@ def _methods(p, tasks) -> None:
 
 def _settings(p) -> None:
     """--max-interactions, --device, --transform and --params: the settings every run command takes."""
-    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--max-interactions", type=int, default=None, help="stream only the first N interactions (default: all)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (cuda where there is one)")
     p.add_argument("--regime", default=None, help="a named bundle of settings for the embedding methods (the floor "
                    "runs as tuned): paper, esapn, tuned or competent; see autoemb_core/regimes.py")
@@ -217,23 +218,35 @@ def _scheduler(p, workers_help: str = "cells at a time: the local cluster's work
                    help="GPU resource each run reserves on the workers (1, or 0.5 to share), and runs on cuda")
 
 
+class ShowDefaults(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless it says it already (or has none to show)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and "default" not in text and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; ``parser.commands`` maps each command to its own parser."""
-    parser = argparse.ArgumentParser(prog="python -m autoemb_core", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m autoemb_core", description=__doc__.replace("``", ""),
+                                     formatter_class=ShowDefaults)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser, formatter_class=ShowDefaults))
     parser.commands = sub.choices
     p = sub.add_parser("summary", help="load a dataset and print its statistics")
     _dataset(p, required=True)
-    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--max-interactions", type=int, default=None, help="stream only the first N interactions (default: all)")
     p.set_defaults(func=_summary)
     p = sub.add_parser("run", help="stream a dataset through one method and save its results")
     _dataset(p)
     p.add_argument("--method", default=None, help="one of: " + ", ".join(METHODS))
     p.add_argument("--task", default=None, help="regression or classification")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="the run's seed (default: 0)")
     _settings(p)
-    p.add_argument("--results-dir", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--results-dir", default=None, help="where the run's folder goes (default: results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _run_control(p)
     p.add_argument("--fse-width", type=int, default=None, help="fse: the embedding size (default: sum of dims, 146)")
     p.add_argument("--storage", default=None,
@@ -243,15 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
     p = sub.add_parser("download", help="download and unpack a MovieLens archive from GroupLens")
     p.add_argument("name")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="the folder holding the dataset's files (default: the params file's data_dir, else $AUTOEMB_DATA_DIR or ./data)")
     p.set_defaults(func=_download)
     p = sub.add_parser("compare", help="the overall comparison (Table 2): methods x tasks x seeds")
     _dataset(p)
     _methods(p, ["regression"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds, each run paired across methods")
     _settings(p)
-    p.add_argument("--results-dir", default="results/compare")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--results-dir", default="results/compare", help="runs/, runs.csv, overall.md, table2.md")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _run_control(p)
     _scheduler(p)
     _tuning(p)
@@ -262,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", required=True,
                    help="runs/<cell>/ (results), checkpoints/<cell>/ (while running), runs.csv, overall.md, table2.md; "
                         "on a cluster, a folder every worker sees")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _run_control(p)
     _scheduler(p)
     _tuning(p)
@@ -285,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frontier", action="store_true", help="add the memory frontier (hard selection; see frontier)")
     p.add_argument("--regimes", nargs="+", default=None, help="judge every claim under each of these regimes, side by "
                    "side: paper, esapn, tuned, competent (see autoemb_core/regimes.py); default: one report at the given settings")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _run_control(p)
     _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's processes")
     _tuning(p)
@@ -293,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("frontier", help="the memory frontier: online loss against embedding bytes, FRONTIER.md")
     _dataset(p, required=True)
     p.add_argument("--task", default=None, help="regression (the default) or classification")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds, each run paired across methods")
     _settings(p)
     p.add_argument("--fse-widths", nargs="+", type=int, default=list(FSE_WIDTHS), help="FSE's widths")
     p.add_argument("--thresholds", nargs="+", default=[",".join(map(str, t)) for t in RULE_THRESHOLDS],
@@ -307,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scheduler(p, "runs at a time: each in its own process, or the local cluster's workers")
     p.set_defaults(func=_frontier)
     p = sub.add_parser("demo", help="the reproduction report at quick settings on the built-in synthetic stream")
-    p.add_argument("--results-dir", default="results/demo")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--results-dir", default="results/demo", help="the report's folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run, saved with it")
     p.set_defaults(func=_demo)
     return parser

@@ -197,3 +197,11 @@ def test_a_busy_machine_gets_one_line_with_the_fix(monkeypatch):
     assert busy_warning(None) is None  # not busier than its cores
     demo = ReportSettings.demo("results/demo", progress=False, threads=1)
     assert demo.base.threads == 1
+
+
+def test_help_shows_every_default_so_the_subcommands_differences_are_visible():
+    helps = {c: build_parser().commands[c].format_help() for c in ("compare", "report", "frontier")}
+    squash = {c: " ".join(h.split()) for c, h in helps.items()}
+    assert "(default: [0])" in squash["compare"] and "(default: [0, 1, 2, 3, 4])" in squash["report"]
+    assert "(default: [0, 1, 2])" in squash["frontier"]
+    assert "``" not in build_parser().format_help()
