@@ -161,6 +161,8 @@ def regimes_report(settings: ReportSettings, regimes, data: Interactions | None 
         data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
     claims, runs = [], []
     for n, name in enumerate(regimes):
+        if n:
+            share_runs(folder / regimes[n - 1] / "runs", folder / name / "runs")
         last = n == len(regimes) - 1
         one = dataclasses.replace(settings, base=dataclasses.replace(settings.base, regime=name),
                                   results_dir=folder / name, figure1=settings.figure1 if last else None,
@@ -180,6 +182,22 @@ def regimes_report(settings: ReportSettings, regimes, data: Interactions | None 
     with atomic_write(folder / "REPORT.md", "w") as f:
         f.write(render_regimes(claims, runs, meta, len(data) - int(round(len(data) * settings.base.offline_fraction))))
     return claims
+
+
+def share_runs(source: Path, target: Path) -> None:
+    """Copy into ``target`` the finished runs of ``source`` that no regime changes (saved with no regime: the floor,
+    and FSE and mf under ``competent``), so that the next regime reuses them instead of running them again; a copy
+    is reused only where its settings match, as any saved run."""
+    import shutil
+    for summary in sorted(Path(source).glob("*/summary.json")):
+        if (target / summary.parent.name).exists():
+            continue
+        try:
+            config = json.loads(summary.read_text()).get("config", {})
+        except (OSError, ValueError):
+            continue
+        if config.get("regime") is None:
+            shutil.copytree(summary.parent, target / summary.parent.name)
 
 
 KEYS = ["claim", "task", "method", "comparator", "bucket"]  # one claim row, the same in every regime

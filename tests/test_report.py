@@ -149,6 +149,11 @@ def test_report_under_regimes_sets_every_claim_side_by_side_on_the_same_floor(tm
     for seed in (0, 1):  # the floor is the same run in every regime; the methods are not
         assert by["paper", "biases", seed] == by["esapn", "biases", seed] == by["tuned", "biases", seed]
         assert len({by[r, "autoemb", seed] for r in ("paper", "esapn", "tuned")}) == 3
+    assert runs.groupby("regime")["seconds"].sum()["tuned"] >= 0
+    first = (folder / "paper" / "runs" / "regression-biases-seed0" / "summary.json").read_text()
+    for r in ("esapn", "tuned"):  # the floor ran once, in the first regime, and was reused from a copy after it
+        assert (folder / r / "runs" / "regression-biases-seed0" / "summary.json").read_text() == first
+    assert "biases" in set(runs[runs["regime"] == "tuned"]["method"])
     saved = json.loads(next((folder / "esapn" / "runs").glob("regression-autoemb-seed0/summary.json")).read_text())
     assert saved["config"]["head_batchnorm"] and saved["config"]["predict_batchnorm"] == "batch"
     assert saved["config"]["regime"] == "esapn" and saved["config"]["hidden"] == [8]  # a params file's value wins
