@@ -265,12 +265,8 @@ def render_regimes(claims: pd.DataFrame, runs: pd.DataFrame, meta: dict, online_
     paper_from = paper_source(meta["dataset"])
     lines = [f"# Reproduction report under {len(regimes)} regimes: AutoEmb (Zhao et al., 2020) on {meta['dataset']}", "",
              f"Made by `{meta['command']}`" if meta["command"] else "", "",
-             f"{meta['interactions']:,} interactions; tasks {', '.join(meta['tasks'])}; seeds {meta['seeds']}; regimes "
-             f"{', '.join(regimes)}; finished {meta['finished']} after {meta['seconds'] / 60:.1f} min on "
-             f"{meta['machine']} (the streamed runs took {meta['run_seconds'] / 60:.0f} min, summed over runs, some "
-             f"possibly in earlier invocations whose runs this one reused); torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
-             "Each regime's full report (its Table 2, figures and tuning) is in its folder; every claim of every regime "
-             "is in `claims.csv`.", "", "## The regimes", ""]
+             provenance(meta, f"regimes {', '.join(regimes)}; ") + "Each regime's full report (its Table 2, figures "
+             "and tuning) is in its folder; every claim of every regime is in `claims.csv`.", "", "## The regimes", ""]
     tallies = []
     for r in regimes:
         counts = claims[claims["regime"] == r]["verdict"].value_counts()
@@ -459,18 +455,22 @@ def summary_lines(claims: pd.DataFrame) -> list[str]:
     return lines
 
 
+def provenance(meta: dict, grid: str = "") -> str:
+    """A report's header sentence: its stream, grid, time, machine and versions."""
+    return (f"{meta['interactions']:,} interactions; tasks {', '.join(meta['tasks'])}; seeds {meta['seeds']}; {grid}"
+            f"finished {meta['finished']} after {meta['seconds'] / 60:.1f} min on {meta['machine']} (the streamed "
+            f"runs took {meta['run_seconds'] / 60:.0f} min, summed over runs, some possibly in earlier invocations "
+            f"whose runs this one reused); torch {meta['versions']['torch']}, commit "
+            f"{meta['versions']['git_commit'] or 'unknown'}. ")
+
+
 def render(claims: pd.DataFrame, table2: pd.DataFrame, meta: dict, figures: list[str],
            truth: pd.DataFrame | None = None, frontier: pd.DataFrame | None = None) -> str:
     """REPORT.md: ``table2`` is :func:`figures.table2`'s table, ``frontier`` :func:`figures.frontier`'s."""
     dataset = meta["dataset"]
     lines = [f"# Reproduction report: AutoEmb (Zhao et al., 2020) on {dataset}", "",
              f"Made by `{meta['command']}`" if meta["command"] else "", "",
-             f"{meta['interactions']:,} interactions; tasks {', '.join(meta['tasks'])}; seeds {meta['seeds']}; "
-             f"finished {meta['finished']} after {meta['seconds'] / 60:.1f} min on {meta['machine']} (the streamed "
-             f"runs took {meta['run_seconds'] / 60:.0f} min, summed over runs, some possibly in earlier invocations "
-             f"whose runs this one reused); "
-             f"torch {meta['versions']['torch']}, commit {meta['versions']['git_commit'] or 'unknown'}. "
-             "Settings and versions: `report.json`; every claim: `claims.csv`.", "",
+             provenance(meta) + "Settings and versions: `report.json`; every claim: `claims.csv`.", "",
              bottom_line(claims, meta), "",
              meta["tuning"], "", *([regime_line(meta["regime"]["name"]), ""] if meta.get("regime") else []),
              "## How to read it", "",
