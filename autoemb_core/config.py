@@ -54,6 +54,8 @@ class Config:
     shared_batchnorm: bool = False  # one BatchNorm for all spaces (ESAPN) instead of one per space
     head_batchnorm: bool = False  # ESAPN's head: BatchNorm on the head's input (each side's representation) and
     # after each hidden Linear, before tanh, for FSE and the AutoEmb architecture alike; False: the paper's head
+    input_batchnorm: bool = False  # BatchNorm on the head's input alone (each side's representation): FSE's
+    # normalisation matched to an AutoEmb variant that keeps one (the competent regime); head_batchnorm includes it
     selection: str = "mean"  # eq. 7: (1/N) sum_n alpha_n e_n; "sum" drops the 1/N
     embedding_init_std: float = 0.1
     embedding_l2: float = 0.0  # L2 penalty on the embedding rows in W's training loss: l2 * mean over samples of
@@ -175,7 +177,7 @@ class Config:
     @property
     def batchnorm(self) -> bool:
         """Whether the model has BatchNorm anywhere (the transform's, or the head's)."""
-        return self.head_batchnorm or (self.spec.learner == "embedding" and self.selecting
+        return self.head_batchnorm or self.input_batchnorm or (self.spec.learner == "embedding" and self.selecting
                                        and self.transform in ("bn-tanh", "bn"))
 
     @property
@@ -186,8 +188,8 @@ class Config:
     def resolved(self) -> "Config":
         """This run's settings with its regime's bundle and the tuned values for its task and method applied,
         except where a setting was given explicitly."""
-        values = {**self.regime_values(), **self.tuned_values()}
-        if self.regime is not None and not self.in_regime:
+        values = {**self.regime_values(), **self.tuned_values(), **self.matched_values()}
+        if self.regime is not None and not self.in_regime and not values.get("input_batchnorm"):
             values["regime"] = None  # the floor: the same run, bit for bit and as saved, in every regime
         return dataclasses.replace(self, **values) if values else self
 
@@ -205,6 +207,15 @@ class Config:
         """The settings of this run's regime (:mod:`autoemb_core.regimes`) that :meth:`resolved` applies."""
         bundle = REGIMES[self.regime].settings if self.in_regime else {}
         return {k: v for k, v in bundle.items() if k not in self.explicit}
+
+    def matched_values(self) -> dict:
+        """FSE in a regime that tunes the architecture (competent): the BatchNorm of its input where AutoEmb's chosen
+        transform keeps one (matched architecture), else nothing (the tuned run)."""
+        if self.method != "fse" or self.regime is None or not REGIMES[self.regime].architecture \
+                or "input_batchnorm" in self.explicit:
+            return {}
+        chosen = self.tuned.get(self.task, {}).get("autoemb", {}).get("transform")
+        return {"input_batchnorm": True} if chosen in ("bn-tanh", "bn") else {}
 
     def tuned_values(self) -> dict:
         """The tuned values :meth:`resolved` applies to this run (none in a regime that is not tuned)."""

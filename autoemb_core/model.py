@@ -144,7 +144,8 @@ class DLRS(nn.Module):
     the per-sample index into them, and how many samples each id has. With ``fast`` the transforms and each
     side's share of the first hidden layer run once per unique id, with BatchNorm statistics weighted by
     ``counts`` (the same function as per-sample BatchNorm); otherwise rows are expanded to samples first and
-    torch's own BatchNorm and tanh are used. ``head_batchnorm`` adds ESAPN's BatchNorm to the head.
+    torch's own BatchNorm and tanh are used. ``head_batchnorm`` adds ESAPN's BatchNorm to the head (its input and
+    hidden layers), ``input_batchnorm`` to its input alone.
     """
 
     def __init__(self, cfg: Config):
@@ -161,8 +162,9 @@ class DLRS(nn.Module):
             width = cfg.width
         self.head = mlp([2 * width, *cfg.hidden, cfg.n_outputs], FastTanh if self.fast else nn.Tanh)
         self.head_bn = nn.ModuleDict({"user": nn.BatchNorm1d(width), "item": nn.BatchNorm1d(width),
-                                      "hidden": nn.ModuleList(nn.BatchNorm1d(h) for h in cfg.hidden)}) \
-            if cfg.head_batchnorm else None
+                                      "hidden": nn.ModuleList(nn.BatchNorm1d(h) for h in cfg.hidden)
+                                      if cfg.head_batchnorm else nn.ModuleList()}) \
+            if cfg.head_batchnorm or cfg.input_batchnorm else None
 
     def represent(self, side: str, rows, weights, inverse, counts, bn_mode: str) -> torch.Tensor:
         """Eq. 1, 2 and 7: transform each space to d_N, normalize and squash (as ``transform`` says), and mix
@@ -194,7 +196,7 @@ class DLRS(nn.Module):
             width = u.shape[1]
             hidden = F.linear(u, first.weight[:, :width]).index_select(0, user[2]) \
                 + F.linear(i, first.weight[:, width:], first.bias).index_select(0, item[2])
-        if self.head_bn is None:
+        if self.head_bn is None or not len(self.head_bn["hidden"]):
             return self.head[1:](hidden)
         for n, bn in enumerate(self.head_bn["hidden"]):  # Linear -> BatchNorm -> tanh, then the next Linear
             hidden = self.head[2 * n + 2](self.head[2 * n + 1](batch_norm(bn, hidden, bn_mode)))

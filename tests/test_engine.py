@@ -436,7 +436,8 @@ def weights_of(trainer):
 @pytest.mark.parametrize("validation", ["uniform", "incoming"])
 @pytest.mark.parametrize("method, architecture", [
     ("fse", {}), ("sam", {}), ("darts", {}), *(("autoemb", {"transform": t}) for t in TRANSFORMS), ("fixed-16", {}),
-    ("fse", {"head_batchnorm": True}), ("autoemb", {"head_batchnorm": True, "predict_batchnorm": "batch"})],
+    ("fse", {"head_batchnorm": True}), ("autoemb", {"head_batchnorm": True, "predict_batchnorm": "batch"}),
+    ("fse", {"input_batchnorm": True})],
     ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={x}" for k, x in v.items()) or "default")
 def test_fast_and_plain_paths_compute_the_same_run(tiny, method, architecture, validation):
     """Per-id transforms with count-weighted BatchNorm, the split first layer, tanh via sigmoid, fused Adam
@@ -494,13 +495,15 @@ def test_each_transform_is_eq_1_2_and_7_written_out_per_sample(transform, fast_p
 
 
 @pytest.mark.parametrize("fast_path", [True, False])
-def test_esapn_head_is_batchnorm_linear_batchnorm_tanh_written_out_per_sample(fast_path):
+@pytest.mark.parametrize("head", ["head_batchnorm", "input_batchnorm"])
+def test_esapn_head_is_batchnorm_linear_batchnorm_tanh_written_out_per_sample(fast_path, head):
     """head_batchnorm: x_j = BN([u_j; i_j]) over the batch's samples, then per hidden layer Linear -> BN -> tanh,
-    then the output Linear; FSE's rows go straight in."""
-    cfg = Config(method="fse", fse_width=3, hidden=(4, 5), head_batchnorm=True, fast_path=fast_path)
+    then the output Linear; FSE's rows go straight in. input_batchnorm: the first BatchNorm only."""
+    cfg = Config(method="fse", fse_width=3, hidden=(4, 5), fast_path=fast_path, **{head: True})
     torch.manual_seed(0)
     dlrs = DLRS(cfg).double()
     bns = [dlrs.head_bn["user"], dlrs.head_bn["item"], *dlrs.head_bn["hidden"]]
+    assert len(bns) == (4 if head == "head_batchnorm" else 2)
     with torch.no_grad():
         for bn in bns:
             bn.weight.uniform_(0.5, 2.0)
@@ -521,9 +524,10 @@ def test_esapn_head_is_batchnorm_linear_batchnorm_tanh_written_out_per_sample(fa
     users = normalized([sides[0][0][j] for j in sides[0][2]], bns[0])
     items = normalized([sides[1][0][j] for j in sides[1][2]], bns[1])
     xs = [torch.cat([u, i]) for u, i in zip(users, items)]
-    for n, bn in enumerate(bns[2:]):
+    for n in range(2):
         linear = dlrs.head[2 * n]
-        xs = [torch.tanh(x) for x in normalized([linear.weight @ x + linear.bias for x in xs], bn)]
+        xs = [linear.weight @ x + linear.bias for x in xs]
+        xs = [torch.tanh(x) for x in (normalized(xs, bns[2 + n]) if head == "head_batchnorm" else xs)]
     naive = torch.stack([dlrs.head[-1].weight @ x + dlrs.head[-1].bias for x in xs]).squeeze(1)
     torch.testing.assert_close(got, naive, rtol=1e-6, atol=1e-7)
 

@@ -71,3 +71,14 @@ def test_competent_has_the_protocol_choose_the_architecture_of_the_autoemb_famil
     run = dataclasses.replace(tuned, method="uniform").resolved()
     assert (run.transform, run.selection, run.regime) == (values["transform"], values["selection"], "competent")
     assert run.validation == "incoming"  # the mode that breaks the collapse (benchmarks/tuning/validation_modes.md)
+
+
+@pytest.mark.parametrize("variant, matched", [("bn-tanh", True), ("bn", True), ("tanh", False), ("linear", False)])
+def test_competent_fse_gets_the_normalisation_autoembs_variant_keeps(variant, matched):
+    """Matched architecture: where AutoEmb's chosen transform keeps a BatchNorm, FSE normalises its input too (a
+    run of the competent regime's own); where it keeps none, FSE is the tuned run."""
+    tuned = {"regression": {"autoemb": {"transform": variant, "selection": "mean"}, "fse": {"lr": 0.001}}}
+    fse = Config(regime="competent", method="fse", tuned=tuned).resolved()
+    assert fse.input_batchnorm == matched and fse.lr == 0.001
+    assert (fse.regime == "competent") == matched
+    assert not Config(regime="tuned", method="fse", tuned=tuned).resolved().input_batchnorm
