@@ -68,8 +68,9 @@ REGIMES = MappingProxyType({r.name: r for r in (
            why="As `tuned`, but the AutoEmb architecture's methods (the paper's learned three and the controls) "
                "also have their transform (eq. 1-2: BatchNorm and tanh, either or neither) and eq. 7's 1/N chosen by "
                "the tuning protocol on the offline stage, with the same budget of trials. FSE, mf and the floor are "
-               "the `tuned` runs (FSE has no transform), except that FSE normalises its input where AutoEmb's chosen transform keeps "
-               "a BatchNorm (matched architecture). Theta validates on the incoming batch once it is predicted: of "
+               "the `tuned` runs (FSE has no transform), except that FSE normalises its input where AutoEmb's chosen "
+               "transform keeps a BatchNorm (matched architecture). Theta validates on the incoming batch once it is "
+               "predicted: of "
                "the four validation modes it alone breaks the controller's collapse onto the largest space (AutoEmb's "
                "weight on 128-d 0.08-0.30 against 0.94-1.00 under the others, at the same loss; "
                "benchmarks/tuning/validation_modes.md)."),
