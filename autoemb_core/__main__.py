@@ -184,13 +184,15 @@ def _grid_flags(p, required: bool) -> None:
     """The grid of sweep and report: dataset, methods, tasks and seeds (5, both tasks), and the shared settings."""
     _dataset(p, required)
     _methods(p, TASKS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds, each run paired across methods")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4],
+                   help="seeds, each run paired across methods")
     _settings(p)
 
 
 def _dataset(p, required: bool = False) -> None:
     p.add_argument("--dataset", required=required, default=None, help="one of: " + ", ".join(dataset_names()))
-    p.add_argument("--data-dir", default=None, help="the folder holding the dataset's files (default: the params file's data_dir, else $AUTOEMB_DATA_DIR or ./data)")
+    p.add_argument("--data-dir", default=None, help="the folder holding the dataset's files (default: the params "
+                   "file's data_dir, else $AUTOEMB_DATA_DIR or ./data)")
 
 
 def _methods(p, tasks) -> None:
@@ -200,7 +202,8 @@ def _methods(p, tasks) -> None:
 
 def _settings(p) -> None:
     """--max-interactions, --device, --transform and --params: the settings every run command takes."""
-    p.add_argument("--max-interactions", type=int, default=None, help="stream only the first N interactions (default: all)")
+    p.add_argument("--max-interactions", type=int, default=None,
+                   help="stream only the first N interactions (default: all)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (cuda where there is one)")
     p.add_argument("--regime", default=None, help="a named bundle of settings for the embedding methods (the floor "
                    "runs as tuned): paper, esapn, tuned or competent; see autoemb_core/regimes.py")
@@ -237,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = sub.choices
     p = sub.add_parser("summary", help="load a dataset and print its statistics")
     _dataset(p, required=True)
-    p.add_argument("--max-interactions", type=int, default=None, help="stream only the first N interactions (default: all)")
+    p.add_argument("--max-interactions", type=int, default=None,
+                   help="stream only the first N interactions (default: all)")
     p.set_defaults(func=_summary)
     p = sub.add_parser("run", help="stream a dataset through one method and save its results")
     _dataset(p)
@@ -256,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
     p = sub.add_parser("download", help="download and unpack a MovieLens archive from GroupLens")
     p.add_argument("name")
-    p.add_argument("--data-dir", default=None, help="the folder holding the dataset's files (default: the params file's data_dir, else $AUTOEMB_DATA_DIR or ./data)")
+    p.add_argument("--data-dir", default=None, help="the folder holding the dataset's files (default: the params "
+                   "file's data_dir, else $AUTOEMB_DATA_DIR or ./data)")
     p.set_defaults(func=_download)
     p = sub.add_parser("compare", help="the overall comparison (Table 2): methods x tasks x seeds")
     _dataset(p)
@@ -297,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Figure 1: the embedding_l2 values tried per model, the best on validation kept")
     p.add_argument("--frontier", action="store_true", help="add the memory frontier (hard selection; see frontier)")
     p.add_argument("--regimes", nargs="+", default=None, help="judge every claim under each of these regimes, side by "
-                   "side: paper, esapn, tuned, competent (see autoemb_core/regimes.py); default: one report at the given settings")
+                   "side: paper, esapn, tuned, competent (see autoemb_core/regimes.py); default: one report at the "
+                   "given settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _run_control(p)
     _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's processes")
