@@ -1,10 +1,11 @@
 """The regimes a claim is judged under: named bundles of settings, each a documented answer to "whose setup?".
 
-A regime is one layer of a run's settings (:func:`autoemb_core.config.resolve`), over the params files and under
-the values given explicitly. ``paper`` and ``esapn`` are fixed setups, never tuned (the params files' tuned blocks do
-not apply); ``tuned`` is the package's defaults with every method tuned by the protocol on the offline stage. The
-reference predictors (the floor) are not the paper's: in every regime they are the ``tuned`` runs, so every regime
-is held to the same floor.
+A regime is applied when a run's settings are resolved (:meth:`autoemb_core.config.Config.resolved`): over the
+defaults and the tuned values, under any value given by a flag or a params file. ``paper`` and ``esapn`` are fixed
+setups, never tuned (the params files' tuned blocks do not apply); ``tuned`` is the package's defaults with every
+method tuned by the protocol on the offline stage; ``competent`` also has the protocol choose the AutoEmb
+architecture. The reference predictors (the floor) are not the paper's: in every regime they are the ``tuned`` runs,
+so every regime is held to the same floor.
 """
 from __future__ import annotations
 
