@@ -31,7 +31,7 @@ TUNABLE = ("lr", "table_lr", "factor_lr", "controller_lr", "logit_lr", "item_pri
 @dataclass
 class Config:
     """A run. Defaults follow the paper (§3.2) and ``shared/design-notes.md``; where the paper is silent
-    the default was chosen by a measurement recorded in the README."""
+    the default was chosen by a measurement recorded in docs/protocol.md."""
 
     # data and protocol (§2.5, §3.1)
     dataset: str = "synthetic"

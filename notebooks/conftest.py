@@ -7,7 +7,7 @@ into the fourth decimal. So the kernels nbval starts run under fixed conditions:
 (AVX2, ...) on Intel CPUs only and silently takes its fastest one elsewhere: the outputs made on an Intel host
 under MKL_CBWR=AVX2 differed in 7 cells on an AMD EPYC host, where AVX2, SSE2 and AUTO gave one result and
 COMPATIBLE another. These variables are read by the kernels nbval starts after this file is loaded; they do not
-change the test process itself. To refresh the outputs, see the README (Notebooks).
+change the test process itself. To refresh the outputs, see docs/notebooks.md.
 """
 import os
 

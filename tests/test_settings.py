@@ -169,8 +169,8 @@ def test_figure1_has_one_dataclass_of_defaults():
                                                                    TABLE2, quick)
 
 
-def test_the_readme_states_the_precedence_once():
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_state_the_precedence_once():
+    text = (ROOT / "docs" / "running.md").read_text()
     assert text.count("values given > `--params` file > `params/<dataset>.yaml`") == 1
 
 
