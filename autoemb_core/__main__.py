@@ -13,6 +13,7 @@ from .config import FIGURE1, FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, SETTIN
 from .data import dataset_names, load_dataset
 from .interactions import DataError
 from .methods import METHODS, TABLE2
+from .regimes import check as check_regimes
 
 # torch, pandas and the modules that use them are imported by the command that runs, so that --help and a bad
 # argument answer at once
@@ -97,6 +98,7 @@ def _compare(args) -> int:
 
 def _report(args) -> None:
     from .report import ReportSettings, regimes_report, where_it_holds
+    regimes = check_regimes(args.regimes) if args.regimes else None  # before anything runs
     base = config_from_args(args)
     _grid(base, args.methods, args.tasks)
     figure1 = None if args.no_figure1 else dataclasses.replace(
@@ -106,10 +108,10 @@ def _report(args) -> None:
                               tuple(args.seeds), tuple(args.methods), figure1=figure1, frontier=args.frontier,
                               workers=args.workers, scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
                               tune_trials=_trials(args), command=args.command_line)
-    if not args.regimes:
+    if not regimes:
         return _write_report(settings)
-    claims = regimes_report(settings, args.regimes)
-    print("\n".join(where_it_holds(claims, list(dict.fromkeys(args.regimes)))))
+    claims = regimes_report(settings, regimes)
+    print("\n".join(where_it_holds(claims, regimes)))
     print(f"wrote {settings.results_dir / 'REPORT.md'} and {settings.results_dir / 'claims.csv'}, and a report per "
           f"regime in {settings.results_dir}/<regime>/")
 

@@ -78,6 +78,22 @@ REGIMES = MappingProxyType({r.name: r for r in (
 )})
 
 
+def check(names) -> list[str]:
+    """``names`` without repeats, each a regime; else an error that names the wrong one and the closest regime."""
+    import difflib
+
+    from .interactions import DataError
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise DataError("--regimes: none given", hint="--regimes paper esapn tuned competent")
+    for name in names:
+        if name not in REGIMES:
+            close = difflib.get_close_matches(name, list(REGIMES), n=1)
+            raise DataError(f"--regimes: {name!r} is not a regime" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                            hint="choose from " + ", ".join(REGIMES))
+    return names
+
+
 def describe(name: str) -> dict:
     """The regime as report.json records it: its settings, whether it is tuned, what tuning chooses, and why."""
     r = REGIMES[name]

@@ -26,6 +26,7 @@ from .atomic import atomic_write, write_json_atomic
 from .config import FIGURE1, Config, Figure1Settings, resolve
 from .methods import FIXED, PAPER, TABLE2
 from .regimes import REGIMES
+from .regimes import check as check_regimes
 from .regimes import describe as describe_regime
 from .regimes import line as regime_line
 from .data import load_dataset
@@ -150,11 +151,7 @@ def regimes_report(settings: ReportSettings, regimes, data: Interactions | None 
     regime's claims, with a ``regime`` column), ``runs.csv`` and ``REPORT.md``, which sets each claim's verdict in
     every regime side by side, says where the paper's orderings appear, and sets our seed spread beside the paper's
     error bars. Returns the claims."""
-    regimes = list(dict.fromkeys(regimes))
-    unknown = [r for r in regimes if r not in REGIMES]
-    if unknown or not regimes:
-        raise DataError(f"--regimes: {unknown or 'none given'} (choose from {', '.join(REGIMES)})",
-                        hint="--regimes paper esapn tuned")
+    regimes = check_regimes(regimes)
     began, folder = datetime.datetime.now(datetime.timezone.utc), Path(settings.results_dir)
     if data is None:
         base = settings.base
