@@ -264,7 +264,8 @@ def figure8(results: dict, dataset: str, early_fraction: float = 0.2, points: in
     figure."""
     curves = ex.learning_curves(results, "offline", points)
     claims = claims_frame(early_claims(early_losses(results, early_fraction), dataset, early_fraction))
-    return StudyFigure(ex.curve_table(curves, "loss"), claims, _plots().learning_curves(curves), curves)
+    return StudyFigure(ex.curve_table(curves, "loss"), claims, _plots().learning_curves(curves, early_fraction=early_fraction),
+                       curves)
 
 
 # -- the memory frontier ----------------------------------------------------------------------------

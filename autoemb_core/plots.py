@@ -281,12 +281,21 @@ def weights_against_popularity(context: pd.DataFrame, chosen: tuple[int, int], t
     return fig
 
 
-def learning_curves(curves: pd.DataFrame, reference: str = "fse"):
+def learning_curves(curves: pd.DataFrame, reference: str = "fse", early_fraction: float | None = None):
     """Figure 8: loss and accuracy along the offline stage against the training examples seen, and each
-    method's difference from ``reference`` (FSE)."""
+    method's difference from ``reference`` (FSE); with ``early_fraction``, the early window its claim judges is
+    shaded on every panel."""
     frame, order = _methods(curves)
-    return _metric_panels(frame, order, _task(curves), "Figure 8: The offline parameter estimation process",
-                          "number of training examples", _lines("seen"), ["seen"], reference=display(reference))
+    fig = _metric_panels(frame, order, _task(curves), "Figure 8: The offline parameter estimation process",
+                         "number of training examples", _lines("seen"), ["seen"], reference=display(reference))
+    if early_fraction:
+        until = early_fraction * frame["seen"].max()
+        for n, ax in enumerate(fig.axes):
+            ax.axvspan(0, until, color="0.9", zorder=0, label=f"the early window (first {early_fraction:.0%})"
+                       if n == 0 else None)
+        fig.axes[0].text(until, 1.0, f" early window: first {early_fraction:.0%}", transform=fig.axes[0].get_xaxis_transform(),
+                         ha="left", va="top", fontsize=8, color="0.35")
+    return fig
 
 
 FAMILY_NAMES = {"fse": "FSE-d", "mf": "MF-d", "popularity-rule": "popularity rule (mixed)", "autoemb-hard": "hard AutoEmb (λ)",

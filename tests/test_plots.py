@@ -64,6 +64,12 @@ def test_figure6_and_8_have_a_line_per_method_and_its_difference_from_fse():
     assert len(styles) >= 2
     with pytest.raises(ValueError, match="one task"):
         plots.learning_curves(pd.concat([curves, curves.assign(task="classification")]))
+    marked = plots.learning_curves(curves, early_fraction=0.2)  # the claim's early window, shaded on every panel
+    for ax in marked.axes:
+        span = ax.patches[-1]
+        box = span.get_window_extent(renderer=None).transformed(ax.transData.inverted())
+        assert box.x0 == pytest.approx(0, abs=1e-9) and box.x1 == pytest.approx(0.2 * 20)
+    assert legend_labels(marked.axes[1]) == ["FSE", "DARTS"]  # the legend keeps the methods
 
 
 def weight_frame(n=40, methods=("autoemb", "sam"), seen=(100, 200, 300)):
