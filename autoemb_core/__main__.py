@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import FIGURE1, FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, SETTINGS, TUNE_TRIALS, Config, resolve
+from .config import DEMO_INTERACTIONS, DEMO_SEEDS, FIGURE1, FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, SETTINGS, TUNE_TRIALS, Config, resolve
 from .data import dataset_names, load_dataset
 from .interactions import DataError
 from .methods import METHODS, TABLE2
@@ -121,7 +121,8 @@ def _demo(args) -> None:
     it ends with the verdicts."""
     from .report import ReportSettings
     _write_report(ReportSettings.demo(args.results_dir, progress=not args.no_progress, command=args.command_line,
-                                      threads=args.threads))
+                                      threads=args.threads, max_interactions=args.max_interactions,
+                                      seeds=tuple(args.seeds)))
 
 
 def _write_report(settings) -> None:
@@ -329,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_frontier)
     p = sub.add_parser("demo", help="the reproduction report at quick settings on the built-in synthetic stream")
     p.add_argument("--results-dir", default="results/demo", help="the report's folder")
+    p.add_argument("--max-interactions", type=int, default=DEMO_INTERACTIONS,
+                   help="stream only the first N interactions of synthetic (fewer: quicker, and decides less)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(DEMO_SEEDS), help="seeds, each run paired across methods")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run, saved with it")
     p.set_defaults(func=_demo)
@@ -339,9 +343,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = "python -m autoemb_core " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    busy = busy_warning(getattr(args, "threads", None)) if args.command not in ("summary", "download") else None
-    if busy:
-        print(busy, file=sys.stderr)
+    if hasattr(args, "threads"):
+        args.threads, busy = busy_threads(args.threads)
+        if busy:
+            print(busy, file=sys.stderr)
     try:
         code = args.func(args)
         return code if isinstance(code, int) else 0  # compare and sweep: 1 when a run failed
@@ -350,19 +355,44 @@ def main(argv=None) -> int:
         return 2
 
 
-def busy_warning(threads: int | None) -> str | None:
-    """One line when the machine is busier than its cores and this command's torch may run more than one thread
-    per run: the threads then spin against the other jobs (a run took 24 times as long at load 6)."""
+def idle_cores(interval: float = 0.2) -> float:
+    """How many cores the other jobs leave idle, measured over ``interval`` seconds from /proc/stat (no lag, unlike
+    the load average, which a job started a few seconds ago has not yet raised); elsewhere, cores minus the 1-minute
+    load."""
     import os
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
+    import time
     cores = os.cpu_count() or 1
-    if load <= cores or threads == 1:
-        return None
-    return (f"warning: this machine is busy (1-minute load {load:.1f} on {cores} cores); pass --threads 1 so that "
-            "each run's threads do not compete with the other jobs (benchmarks/threads.md)")
+
+    def idle_and_total():
+        with open("/proc/stat") as stat:
+            ticks = [int(x) for x in stat.readline().split()[1:9]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle and iowait; user ... steal
+
+    try:
+        (idle0, total0), _, (idle1, total1) = idle_and_total(), time.sleep(interval), idle_and_total()
+        return cores * (idle1 - idle0) / max(total1 - total0, 1)
+    except (OSError, ValueError, IndexError):
+        try:
+            return max(0.0, cores - os.getloadavg()[0])
+        except (AttributeError, OSError):
+            return float(cores)
+
+
+def busy_threads(threads: int | None, idle: float | None = None) -> tuple[int | None, str | None]:
+    """The threads per run when none are asked for: the cores the other jobs leave idle, at least 1, so that no
+    thread spins against them (beside two busy loops on 2 cores, 2 threads made an AutoEmb step 2.1 times as
+    slow as 1: benchmarks/threads.md); on a quiet machine, as before (torch's, one per core). Returns the count
+    (None: unchanged) and one line saying so."""
+    import os
+    cores = os.cpu_count() or 1
+    if threads is not None or cores == 1:
+        return threads, None
+    idle = idle_cores() if idle is None else idle
+    free = max(1, int(idle + 0.5))
+    if free >= cores:
+        return None, None
+    return free, (f"this machine is busy ({idle:.1f} of {cores} cores idle): each run uses {free} thread"
+                  f"{'s' if free > 1 else ''} so as not to compete with the other jobs (--threads N to choose)")
 
 
 def in_flags(message: str, parser: argparse.ArgumentParser) -> str:

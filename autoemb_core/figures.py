@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import experiments as ex
 from . import frontier as fr
+from .interactions import DataError
 from .methods import RIVALS
 from .stats import claim_row as _row
 
@@ -35,6 +36,7 @@ COLUMNS = ["claim", "dataset", "task", "metric", "method", "comparator", "bucket
            "mde", "n_seeds", "paper_effect", "verdict"]
 ORDERING = (("autoemb", "darts"), ("darts", "sam"), ("sam", "fse"), ("autoemb", "fse"))  # Table 2: A < B in loss
 PAPER_DATASET = "ml-20m"  # where paper_effect comes from for a dataset the paper has no row for
+SIDES = ("user", "item")  # Figure 7's panels, left to right
 
 
 @dataclass(frozen=True)
@@ -220,15 +222,33 @@ def weight_claims(slopes: pd.DataFrame, dataset: str, task: str, method: str = "
             for side, g in slopes.groupby("side")]
 
 
-def figure7(records: pd.DataFrame, dataset: str, task: str, edges, side: str = "user",
+def figure7(records: pd.DataFrame, dataset: str, task: str, edges=None, side: str = "user",
             method: str = "autoemb") -> StudyFigure:
-    """Figure 7 from :func:`experiments.weight_records`' frame: ``method``'s online weights on ``side``, per
-    popularity bucket of ``edges`` (mean per dimension, :func:`experiments.mean_weights`), the slope claims
-    (one per side) and the figure; ``data`` is the selection drawn."""
-    selection = ex.select_weights(records, method=method, side=side, stage="online", edges=edges)
+    """Figure 7 from :func:`experiments.weight_records`' frame: ``method``'s online weights on users and on items
+    (the claims hold one slope per side, so the figure draws both), per popularity bucket (mean per dimension,
+    :func:`experiments.mean_weights`, rows by ``side`` then bucket), the slope claims and the figure, a panel per
+    side; ``data`` is the selection drawn, both sides, ``bucket`` as text.
+
+    ``edges``: ``{side: edges}``, or one side's edges, those of ``side`` (Figure 6's buckets, as the report and
+    the notebook pass them). A side without edges is bucketed by :func:`experiments.popularity_edges` of its
+    recorded popularities (one per id and recording): the other side's buckets need no runs' samples."""
+    if side not in SIDES:
+        raise DataError(f"side must be one of {SIDES}, got {side!r}")
+    given = edges if isinstance(edges, dict) else {side: edges}
+    selections = {}
+    for s in SIDES:
+        part = ex.select_weights(records, method=method, side=s, stage="online")
+        cut = given.get(s)
+        if cut is None:
+            cut = ex.popularity_edges(part.drop_duplicates(["seed", "batch", "id"])["popularity"])
+        selections[s] = part.assign(bucket=ex.bucketize(part["popularity"], cut))
+    drawn = {s: part for s, part in selections.items() if len(part)}
+    table = (pd.concat({s: ex.mean_weights(part) for s, part in drawn.items()}, names=["side"]) if drawn
+             else ex.mean_weights(records.iloc[:0]))
+    selection = pd.concat([part.assign(bucket=part["bucket"].astype(str)) for part in selections.values()],
+                          ignore_index=True)
     claims = claims_frame(weight_claims(weight_slopes(records, method), dataset, task, method))
-    return StudyFigure(ex.mean_weights(selection), claims, _plots().weights_by_popularity(selection, method, side),
-                       selection)
+    return StudyFigure(table, claims, _plots().weights_by_popularity(selection, method), selection)
 
 
 # -- Figure 8 ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import seaborn as sns
 
 from .atomic import atomic_write
 from .methods import PAPER, display
+from .stats import paired_interval
 
 ORDER = [display(m) for m in PAPER]
 SIDE_WORDS = {"user": "users", "item": "items"}
@@ -45,9 +46,18 @@ def _methods(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return frame, [m for m in ORDER if m in present] + [m for m in present if m not in ORDER]
 
 
-def _spread(frame: pd.DataFrame):
-    """Error bars of ± one standard deviation over seeds, when there are several."""
-    return ("sd", 1) if frame["seed"].nunique() > 1 else None
+def _t_interval(values) -> tuple[float, float]:
+    """The 95% t interval of the mean of ``values`` (per-seed differences), as the claims compute it."""
+    r = paired_interval(values, np.zeros(len(values)))
+    return r["low"], r["high"]
+
+
+def _spread(frame: pd.DataFrame, interval: bool = False):
+    """Error bars over seeds, when there are several: ± one standard deviation, or with ``interval`` the 95% t
+    interval of the mean (exact, where seaborn's ``("ci", 95)`` would bootstrap)."""
+    if frame["seed"].nunique() < 2:
+        return None
+    return _t_interval if interval else ("sd", 1)
 
 
 def _nothing(ax) -> None:
@@ -100,31 +110,34 @@ def svg_with_text(fig) -> str:
 
 
 def _metric_panels(frame: pd.DataFrame, order: list[str], task: str, suptitle: str, xlabel: str, draw, keys,
-                   reference: str | None = None, legend_title=None):
-    """(a) the task's loss and (b) accuracy, ``draw(ax, column, frame, hue_order, palette)`` plotting each; with
-    a ``reference`` among several methods, a second row draws every other method's difference from it, paired
-    by seed, with a band of ± one standard deviation over seeds: lines within a few percent of each other are
-    told apart there, not in the first row."""
+                   reference: str | None = None, legend_title=None, interval: bool = False):
+    """(a) the task's loss and (b) accuracy, ``draw(ax, column, frame, hue_order, palette, errorbar)`` plotting
+    each with a band of ± one standard deviation over seeds; with a ``reference`` among several methods, a
+    second row draws every other method's difference from it, paired by seed, with the same band or, with
+    ``interval``, the 95% t interval of the mean difference: lines within a few percent of each other are told
+    apart there, not in the first row. Its titles say which band it is and what the sign means."""
     palette = _palette(order)
     others = [m for m in order if m != reference]
     rows = 2 if reference in order and others else 1
+    seeds = frame["seed"].nunique()
+    band = (f"band: {'95% interval' if interval else '± sd'} over {seeds} seeds, paired by seed" if seeds > 1
+            else "one seed: no band")
     with _style():
         fig, axes = plt.subplots(rows, 2, figsize=(11, 3.7 * rows), squeeze=False)
         for k, (column, label) in enumerate(METRICS):
             label = label or loss_name(task)
             ax = axes[0, k]
-            draw(ax, column, frame, order, palette)
+            draw(ax, column, frame, order, palette, _spread(frame))
             ax.set(xlabel=xlabel, ylabel=label, title=f"({'ab'[k]}) {label}")
             ax.legend(title=legend_title)
             if rows == 2:
                 ax = axes[1, k]
                 change = difference_from(frame, reference, column, keys)
-                draw(ax, "difference", change, others, palette)
+                draw(ax, "difference", change, others, palette, _spread(change, interval))
                 ax.axhline(0, color=palette[reference], linewidth=1.5, label=f"{reference} (reference)")
-                unit = "%" if column == "loss" else "points"
+                unit, sign = ("%", "<") if column == "loss" else ("points", ">")
                 ax.set(xlabel=xlabel, ylabel=f"{label} − {reference} ({unit})",
-                       title=f"({'cd'[k]}) {label}, difference from {reference}"
-                             + (" (band: ± sd over seeds)" if frame["seed"].nunique() > 1 else ""))
+                       title=f"({'cd'[k]}) {label}, difference from {reference} ({sign} 0: better)\n{band}")
                 ax.legend(title=legend_title)
         fig.suptitle(suptitle)
         fig.tight_layout()
@@ -133,13 +146,13 @@ def _metric_panels(frame: pd.DataFrame, order: list[str], task: str, suptitle: s
 
 def _lines(x: str, log2: bool = False, numeric: bool = True):
     """A ``draw`` for :func:`_metric_panels`: one line per hue with its own marker and dash, so that lines that
-    coincide stay visible, and a band of ± one standard deviation over seeds."""
-    def draw(ax, column, frame, order, palette):
+    coincide stay visible, and the band ``errorbar`` (:func:`_spread`)."""
+    def draw(ax, column, frame, order, palette, errorbar):
         styles = {name: k for k, name in enumerate(palette)}  # by the method's place in the first row
         sns.lineplot(frame, x=x, y=column, hue="method", hue_order=order, style="method", style_order=order,
                      markers={m: MARKERS[styles[m] % len(MARKERS)] for m in order},
                      dashes={m: DASHES[styles[m] % len(DASHES)] for m in order}, palette=palette,
-                     errorbar=_spread(frame), err_style="band", sort=numeric, markersize=6, linewidth=1.4,
+                     errorbar=errorbar, err_style="band", sort=numeric, markersize=6, linewidth=1.4,
                      alpha=0.9, ax=ax)
         if not numeric:
             ax.tick_params(axis="x", labelrotation=45)
@@ -149,17 +162,20 @@ def _lines(x: str, log2: bool = False, numeric: bool = True):
 
 
 def preliminary(study: pd.DataFrame, task: str = "regression"):
-    """Figure 1: test loss and accuracy against x, the training ratings per user, one line per dimension."""
+    """Figure 1: test loss and accuracy against x, the training ratings per user, one line per dimension; and
+    each dimension's difference from the largest, paired by seed with its 95% interval: the lines of the first
+    row lie nearly on one another, the sign of the difference is what the figure is about."""
     frame = study.assign(method=study["dimension"].map(lambda d: f"d = {d}"))
     order = [f"d = {d}" for d in sorted(study["dimension"].unique())]
     sizes = sorted(frame["train_size"].unique())
 
-    def draw(ax, column, part, hue_order, palette):
-        _lines("train_size", log2=True)(ax, column, part, hue_order, palette)
+    def draw(ax, column, part, hue_order, palette, errorbar):
+        _lines("train_size", log2=True)(ax, column, part, hue_order, palette, errorbar)
         ax.set_xticks(sizes, [str(x) for x in sizes])
 
     return _metric_panels(frame, order, task, "Figure 1: Impact of embedding dimensionality on recommendations",
-                          "x (training ratings per user)", draw, ["train_size"], legend_title="embedding")
+                          "x (training ratings per user)", draw, ["train_size"], reference=order[-1],
+                          legend_title="embedding", interval=True)
 
 
 def popularity(metrics: pd.DataFrame, side: str = "user", title: str | None = None, reference: str = "fse"):
@@ -202,30 +218,36 @@ def popularity_advantage(claims: pd.DataFrame):
     return fig
 
 
-def weights_by_popularity(selection: pd.DataFrame, method: str = "autoemb", side: str = "user"):
-    """Figure 7: each dimension's selection weight per popularity bucket, the mean over the recorded ids with a
-    band from their 25th to 75th percentile, on a log scale: weights near 0 stay readable beside weights near 1."""
+def weights_by_popularity(selection: pd.DataFrame, method: str = "autoemb"):
+    """Figure 7: each dimension's selection weight per popularity bucket, users left and items right (each side
+    its own buckets, its claim its own slope), the mean over the recorded ids with a band from their 25th to 75th
+    percentile, on a log scale: weights near 0 stay readable beside weights near 1."""
+    names = {d: f"d = {d}" for d in sorted(selection["dimension"].unique())}
+    palette = _palette(list(names.values()))
     with _style():
-        fig, ax = plt.subplots(figsize=(11, 3.8))
-        if selection.empty:
-            _nothing(ax)
-        else:
-            frame = selection.assign(bucket=selection["bucket"].astype(str))
-            buckets = list(dict.fromkeys(frame.sort_values("popularity")["bucket"]))
-            names = {d: f"d = {d}" for d in sorted(frame["dimension"].unique())}
-            palette = _palette(list(names.values()))
-            stats = frame.groupby(["dimension", "bucket"])["weight"].describe()
-            for (dim, name), marker in zip(names.items(), MARKERS):
-                part = stats.loc[dim].reindex(buckets)
-                x = range(len(buckets))
-                ax.plot(x, part["mean"], marker=marker, color=palette[name], label=name)
-                ax.fill_between(x, part["25%"], part["75%"], color=palette[name], alpha=0.25, linewidth=0)
-            ax.set_yscale("log")
-            ax.set_xticks(range(len(buckets)), buckets, rotation=45)
-            ax.legend(title="embedding", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        ax.set(xlabel=f"popularity ({side} interactions before the batch)", ylabel="weight (log scale)",
-               title=f"Figure 7: The weights on different embedding dimensions with different popularities "
-                     f"({display(method)}, {SIDE_WORDS[side]}; mean over ids, band: 25th-75th percentile)")
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+        for k, (ax, side) in enumerate(zip(axes, SIDE_WORDS)):
+            frame = selection[selection["side"] == side]
+            if frame.empty:
+                _nothing(ax)
+            else:
+                frame = frame.assign(bucket=frame["bucket"].astype(str))
+                buckets = list(dict.fromkeys(frame.sort_values("popularity")["bucket"]))
+                stats = frame.groupby(["dimension", "bucket"])["weight"].describe()
+                for (dim, name), marker in zip(names.items(), MARKERS):
+                    part = stats.loc[dim].reindex(buckets)
+                    x = range(len(buckets))
+                    ax.plot(x, part["mean"], marker=marker, color=palette[name], label=name)
+                    ax.fill_between(x, part["25%"], part["75%"], color=palette[name], alpha=0.25, linewidth=0)
+                ax.set_yscale("log")
+                ax.set_xticks(range(len(buckets)), buckets, rotation=45)
+                handles = ax.get_legend_handles_labels()
+            ax.set(xlabel=f"popularity ({side} interactions before the batch)", ylabel="weight (log scale)",
+                   title=f"({'ab'[k]}) {display(method)}, {SIDE_WORDS[side]}")
+        if not selection.empty:  # one legend: the colours are the same on both sides
+            fig.legend(*handles, title="embedding", loc="upper left", bbox_to_anchor=(1.0, 0.9))
+        fig.suptitle("Figure 7: The weights on different embedding dimensions with different popularities "
+                     "(mean over ids, band: 25th-75th percentile)")
         fig.tight_layout()
     return fig
 

@@ -23,7 +23,7 @@ from . import figures as fg
 from . import frontier as fr
 from . import tuning
 from .atomic import atomic_write, write_json_atomic
-from .config import FIGURE1, Config, Figure1Settings, resolve
+from .config import DEMO_INTERACTIONS, DEMO_SEEDS, FIGURE1, Config, Figure1Settings, resolve
 from .methods import FIXED, PAPER, TABLE2
 from .regimes import REGIMES
 from .regimes import check as check_regimes
@@ -63,12 +63,13 @@ class ReportSettings:
         return self.figure1.to_dict()
 
     @classmethod
-    def demo(cls, results_dir, progress: bool = True, command: str = "", threads: int | None = None) -> "ReportSettings":
+    def demo(cls, results_dir, progress: bool = True, command: str = "", threads: int | None = None,
+             max_interactions: int = DEMO_INTERACTIONS, seeds: tuple = DEMO_SEEDS) -> "ReportSettings":
         """``python -m autoemb_core demo``: the report at quick settings on the built-in synthetic stream, its
         first 30,000 interactions, both tasks, 3 seeds and Figure 1's quick grid."""
-        base = resolve({"dataset": "synthetic", "max_interactions": 30_000, **({} if progress else {"progress": False}),
-                        **({} if threads is None else {"threads": threads})})
-        return cls(base, Path(results_dir), seeds=(0, 1, 2), figure1=Figure1Settings.quick(), command=command)
+        base = resolve({"dataset": "synthetic", "max_interactions": max_interactions,
+                        **({} if progress else {"progress": False}), **({} if threads is None else {"threads": threads})})
+        return cls(base, Path(results_dir), seeds=tuple(seeds), figure1=Figure1Settings.quick(), command=command)
 
 
 def figure1_task(tasks) -> str:
@@ -104,8 +105,8 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     parts.append(overall.claims)
     for task, by_task in results.items():
         paper_runs = {k: r for k, r in by_task.items() if k[0] not in FIXED}
-        edges = ex.sample_edges(by_task, s.side, s.min_samples)
-        _add(parts, drawn, f"figure6_{task}", fg.figure6(paper_runs, dataset, s.side, edges))
+        edges = {side: ex.sample_edges(by_task, side, s.min_samples) for side in fg.SIDES}
+        _add(parts, drawn, f"figure6_{task}", fg.figure6(paper_runs, dataset, s.side, edges[s.side]))
         records = ex.weight_records({k: r for k, r in paper_runs.items() if k[0] == "autoemb"})
         if not records.empty:
             _add(parts, drawn, f"figure7_{task}", fg.figure7(records, dataset, task, edges, s.side))
@@ -114,7 +115,7 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
             _add(parts, drawn, f"figure8_{task}", fg.figure8(four, dataset, s.early_fraction))
         fixed = {k: r for k, r in by_task.items() if k[0] in FIXED}
         if fixed:
-            _add(parts, drawn, "figure1_stream", fg.figure1_stream(fixed, dataset, s.side, edges))
+            _add(parts, drawn, "figure1_stream", fg.figure1_stream(fixed, dataset, s.side, edges[s.side]))
     if s.figure1:
         for protocol in s.figure1.protocols:
             study = preliminary(s, dataclasses.replace(base, task=fig1_task), data, folder, protocol)

@@ -12,9 +12,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from autoemb_core import DataError  # noqa: E402
 from autoemb_core import experiments as ex  # noqa: E402
 from autoemb_core import figures as fg  # noqa: E402
 from autoemb_core import frontier as fr  # noqa: E402
@@ -118,8 +120,49 @@ def test_figure7_gives_the_reports_slope_claims_and_the_mean_weights(folder):
     weights = fg.figure7(records, DATASET, "regression", edges)
     assert_written(weights.claims, folder, "Figure 7: weight moves to larger dimensions")
     assert set(weights.data["method"]) == {"autoemb"} and set(weights.data["stage"]) == {"online"}
-    pd.testing.assert_frame_equal(weights.table, ex.mean_weights(weights.data))
-    assert "Figure 7" in title(weights.figure)
+    assert set(weights.data["side"]) == {"user", "item"} == set(weights.table.index.get_level_values("side"))
+    users = ex.mean_weights(ex.select_weights(records, "autoemb", "user", stage="online", edges=edges))
+    pd.testing.assert_frame_equal(weights.table.loc["user"], users, check_index_type=False, check_categorical=False)
+    assert "Figure 7" in title(weights.figure) and len(weights.figure.axes) == 2
+
+
+def test_figure7_draws_users_and_items_each_with_its_own_buckets():
+    from test_plots import weight_frame
+    records = weight_frame(n=150)  # items are 3x as popular as users; seen 200 and 300 are online
+    online = records[(records.method == "autoemb") & (records.stage == "online")]
+
+    def hand_means(side, edges):
+        part = online[(online.side == side) & (online.dimension == 2)]
+        upper = [*edges[1:], np.inf]
+        means = [part[(part.popularity >= lo) & (part.popularity < hi)].weight.mean() for lo, hi in zip(edges, upper)]
+        return [m for m in means if np.isfinite(m)]  # a bucket nobody is in is not drawn
+
+    weights = fg.figure7(records, "d", "regression", {"user": [0, 4, 16], "item": [0, 32]})
+    users, items = weights.figure.axes
+    assert "users" in users.get_title() and "items" in items.get_title()
+    assert [t.get_text() for t in users.get_xticklabels()] == ["0-3", "4-15", "≥16"]
+    assert [t.get_text() for t in items.get_xticklabels()] == ["0-31", "≥32"]
+    assert np.allclose(users.get_lines()[0].get_ydata(), hand_means("user", [0, 4, 16]))
+    assert np.allclose(items.get_lines()[0].get_ydata(), hand_means("item", [0, 32]))
+    assert list(weights.table.index.get_level_values("side").unique()) == ["user", "item"]
+    assert weights.table.loc[("item", "≥32"), "d=2"] == pytest.approx(round(hand_means("item", [0, 32])[1], 4))
+    assert len(weights.data) == len(online) and set(weights.data["side"]) == {"user", "item"}
+
+    # the notebook's call, (edges, side, method): the edges are the side's, the other side's come from its records,
+    # whose last bucket holds at least 200 (id, recording) pairs: 2 * 118 users of 32 or more, 2 * 86 of 64 too few
+    # (counted once per dimension, 3 * 172 would do)
+    notebook = fg.figure7(records, "d", "regression", [0, 8], "item", "autoemb")
+    users, items = notebook.figure.axes
+    assert [t.get_text() for t in items.get_xticklabels()] == ["0-7", "≥8"]
+    assert [t.get_text() for t in users.get_xticklabels()][-1] == "≥32"
+    assert np.allclose(items.get_lines()[0].get_ydata(), hand_means("item", [0, 8]))
+    assert notebook.claims.equals(weights.claims) and set(notebook.claims["comparator"]) == {""}
+    with pytest.raises(DataError, match="side"):
+        fg.figure7(records, "d", "regression", [0, 8], "items")
+
+    nobody = fg.figure7(records[records.side == "user"], "d", "regression", [0, 4, 16])
+    assert "no weights" in nobody.figure.axes[1].texts[0].get_text()
+    assert set(nobody.table.index.get_level_values("side")) == {"user"}
 
 
 def test_figure8_gives_the_reports_early_claims_and_the_curves(folder):

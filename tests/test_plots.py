@@ -28,11 +28,42 @@ def test_figure1_has_a_line_per_dimension_and_the_papers_labels():
                                accuracy=0.7 - 0.01 * s) for d in (2, 16, 128) for x in (1, 2, 4) for s in (0, 1)])
     fig = plots.preliminary(study, "classification")
     assert "Figure 1" in fig._suptitle.get_text()
-    left, right = fig.axes
+    left, right = fig.axes[:2]
     assert (left.get_ylabel(), right.get_ylabel()) == ("CE", "Accuracy")
     assert left.get_xlabel().startswith("x (training ratings")
     assert legend_labels(left) == ["d = 2", "d = 16", "d = 128"]
     assert len(left.get_lines()) >= 3 and left.get_xscale() == "log"
+
+
+T_975_2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom (3 seeds)
+
+
+def test_figure1_draws_each_dimensions_paired_difference_from_the_largest_with_its_95_interval():
+    shift = {2: -0.01, 16: 0.005, 128: 0.0}  # d = 2 better than d = 128, d = 16 worse; seed noise partly shared
+    noise = {0: 0.0, 1: 0.004, 2: -0.003}
+    study = pd.DataFrame([dict(dimension=d, train_size=x, seed=s, accuracy=0.7 - shift[d] + noise[s] * d / 64,
+                               loss=0.2 + shift[d] + noise[s] * (1 + d / 64) + x / 100)
+                          for d in (2, 16, 128) for x in (1, 4) for s in (0, 1, 2)])
+    fig = plots.preliminary(study, "regression")
+    assert len(fig.axes) == 4
+    for ax, column, sign in ((fig.axes[2], "loss", "< 0: better"), (fig.axes[3], "accuracy", "> 0: better")):
+        assert "difference from d = 128" in ax.get_title() and sign in ax.get_title()
+        assert "band: 95% interval over 3 seeds, paired by seed" in ax.get_title()
+        assert legend_labels(ax) == ["d = 2", "d = 16", "d = 128 (reference)"]
+        assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_label().endswith("(reference)")] == [0]
+        for line, band, d in zip(ax.get_lines(), ax.collections, (2, 16)):
+            for x, y in zip(line.get_xdata(), line.get_ydata()):
+                by_seed = study[study.train_size == x].pivot(index="seed", columns="dimension", values=column)
+                change = by_seed[d] - by_seed[128]
+                diff = (100 * change / by_seed[128] if column == "loss" else 100 * change).to_numpy()
+                half = T_975_2 * diff.std(ddof=1) / np.sqrt(3)
+                assert y == pytest.approx(diff.mean())
+                edge = band.get_paths()[0].vertices
+                at_x = edge[np.isclose(edge[:, 0], x), 1]
+                assert (at_x.min(), at_x.max()) == pytest.approx((diff.mean() - half, diff.mean() + half))
+
+    one = plots.preliminary(study[study.seed == 0], "regression")
+    assert "one seed: no band" in one.axes[2].get_title() and not one.axes[2].collections
 
 
 def test_figure6_and_8_have_a_line_per_method_and_its_difference_from_fse():
@@ -45,6 +76,7 @@ def test_figure6_and_8_have_a_line_per_method_and_its_difference_from_fse():
     assert fig.axes[0].get_ylabel() == "MSE" and "item interactions" in fig.axes[0].get_xlabel()
     assert legend_labels(fig.axes[0]) == ["FSE", "SAM", "AutoEmb"]
     assert len(fig.axes) == 4 and "difference from FSE" in fig.axes[2].get_title()
+    assert "band: ± sd over 2 seeds, paired by seed" in fig.axes[2].get_title()  # Figure 6 keeps its sd band
     assert legend_labels(fig.axes[2]) == ["SAM", "AutoEmb", "FSE (reference)"]
     assert fig.axes[2].get_ylabel() == "MSE − FSE (%)" and fig.axes[3].get_ylabel() == "Accuracy − FSE (points)"
     change = plots.difference_from(metrics, "fse", "loss", ["bucket"])
@@ -89,17 +121,23 @@ def weight_frame(n=40, methods=("autoemb", "sam"), seen=(100, 200, 300)):
 
 def test_figure7_and_the_explorer_view_draw_weights_and_say_when_there_are_none():
     records = weight_frame()
-    selection = ex.select_weights(records, method="autoemb", side="user", edges=[0, 4, 16])
-    fig = plots.weights_by_popularity(selection, "autoemb", "user")
-    ax = fig.axes[0]
-    assert "Figure 7" in ax.get_title() and "AutoEmb, users" in ax.get_title() and "ppl" not in ax.get_xlabel()
-    assert legend_labels(ax) == ["d = 2", "d = 16", "d = 128"] and ax.get_yscale() == "log"
-    means = selection.groupby(["dimension", "bucket"], observed=True)["weight"].mean()
-    assert np.allclose(ax.get_lines()[0].get_ydata(), means.loc[2].to_numpy())  # d = 2's means, bucket by bucket
-    assert len({tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
-                for line in ax.get_lines()}) == 3
-    empty = plots.weights_by_popularity(selection.iloc[:0], "autoemb", "user")
-    assert "no weights" in empty.axes[0].texts[0].get_text()
+    selection = ex.select_weights(records, method="autoemb", edges=[0, 4, 16])
+    fig = plots.weights_by_popularity(selection, "autoemb")
+    users, items = fig.axes
+    assert "Figure 7" in fig._suptitle.get_text() and "25th-75th percentile" in fig._suptitle.get_text()
+    assert users.get_title() == "(a) AutoEmb, users" and items.get_title() == "(b) AutoEmb, items"
+    assert "user interactions" in users.get_xlabel() and "item interactions" in items.get_xlabel()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["d = 2", "d = 16", "d = 128"]
+    for ax, side in ((users, "user"), (items, "item")):
+        assert ax.get_yscale() == "log"
+        means = selection[selection.side == side].groupby(["dimension", "bucket"], observed=True)["weight"].mean()
+        assert np.allclose(ax.get_lines()[0].get_ydata(), means.loc[2].to_numpy())  # d = 2's means, bucket by bucket
+        assert len({tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
+                    for line in ax.get_lines()}) == 3
+    only_users = plots.weights_by_popularity(selection[selection.side == "user"], "autoemb")
+    assert "no weights" in only_users.axes[1].texts[0].get_text() and not only_users.axes[0].texts
+    empty = plots.weights_by_popularity(selection.iloc[:0], "autoemb")
+    assert all("no weights" in ax.texts[0].get_text() for ax in empty.axes) and not empty.legends
 
     context = ex.select_weights(records, method="autoemb", side="user")
     view = plots.weights_against_popularity(context, (4, 16), "AutoEmb, users with popularity 4-16")

@@ -184,19 +184,42 @@ def test_help_answers_without_importing_torch_or_pandas(argv):
     assert "usage:" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_a_busy_machine_gets_one_line_with_the_fix(monkeypatch):
+def test_a_busy_machine_gets_the_idle_cores_and_one_line_saying_so(monkeypatch):
     import os
 
-    from autoemb_core.__main__ import busy_warning
-    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    line = busy_warning(None)
-    assert line.count("\n") == 0 and "load 9.0 on 2 cores" in line and "--threads 1" in line
-    assert busy_warning(1) is None  # already one thread per run
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
-    assert busy_warning(None) is None  # not busier than its cores
-    demo = ReportSettings.demo("results/demo", progress=False, threads=1)
+    from autoemb_core.__main__ import busy_threads
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    threads, line = busy_threads(None, idle=0.1)
+    assert threads == 1 and line.count("\n") == 0 and "0.1 of 4 cores idle" in line and "--threads" in line
+    assert busy_threads(None, idle=2.4)[0] == 2
+    assert busy_threads(None, idle=3.6) == (None, None)  # quiet: torch's own count, as before
+    assert busy_threads(3, idle=0.0) == (3, None)  # asked for: kept
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert busy_threads(None, idle=0.0) == (None, None)
+    demo = ReportSettings.demo("results/demo", progress=False, threads=1, max_interactions=500, seeds=(0, 1))
     assert demo.base.threads == 1
+    assert (demo.base.max_interactions, demo.seeds) == (500, (0, 1))
+
+
+def test_idle_cores_sees_a_busy_loop_at_once():
+    """/proc/stat, not the lagging load average: a loop started just before is seen."""
+    import os
+    import subprocess
+    import sys
+
+    from autoemb_core.__main__ import idle_cores
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    quiet = idle_cores(0.3)
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        busy = idle_cores(0.5)
+    finally:
+        for loop in loops:
+            loop.kill()
+    assert 0 <= busy < quiet or busy < 0.5
+
+
 
 
 def test_help_shows_every_default_so_the_subcommands_differences_are_visible():
