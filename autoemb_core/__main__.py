@@ -97,7 +97,11 @@ def _compare(args) -> int:
 
 
 def _report(args) -> None:
-    from .report import ReportSettings, regimes_report, where_it_holds
+    from .report import ReportSettings, regimes_report, rejudge, summary_lines, where_it_holds
+    if args.rejudge:
+        claims = rejudge(args.results_dir or f"results/report/{args.dataset}")
+        print("\n".join(summary_lines(claims)))
+        return None
     regimes = check_regimes(args.regimes) if args.regimes else None  # before anything runs
     base = config_from_args(args)
     _grid(base, args.methods, args.tasks)
@@ -304,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2-grid", nargs="+", type=float, default=list(FIGURE1.l2_grid),
                    help="Figure 1: the embedding_l2 values tried per model, the best on validation kept")
     p.add_argument("--frontier", action="store_true", help="add the memory frontier (hard selection; see frontier)")
+    p.add_argument("--rejudge", action="store_true", help="run nothing: judge the finished report in --results-dir "
+                   "again under today's verdicts, from its claims.csv, runs.csv and report.json")
     p.add_argument("--regimes", nargs="+", default=None, help="judge every claim under each of these regimes, side by "
                    "side: paper, esapn, tuned, competent (see autoemb_core/regimes.py); default: one report at the "
                    "given settings")

@@ -32,7 +32,7 @@ from .regimes import line as regime_line
 from .data import load_dataset
 from .figures import COLUMNS
 from .interactions import DataError, Interactions
-from .stats import INCONCLUSIVE, REPRODUCED, VERDICTS, seeds_needed
+from .stats import INCONCLUSIVE, REPRODUCED, VERDICTS, seeds_needed, t_quantile, verdict
 from .train import versions
 
 
@@ -142,6 +142,58 @@ def report(settings: ReportSettings, data: Interactions | None = None) -> pd.Dat
     write_json_atomic(folder / "report.json", meta)
     with atomic_write(folder / "REPORT.md", "w") as f:
         f.write(render(claims, overall.table, meta, sorted(drawn), truth, None if memory is None else memory.table))
+    return claims
+
+
+def _judged_again(claims: pd.DataFrame) -> pd.DataFrame:
+    """Saved claims (a ``claims.csv`` as read back) with today's paper effects and verdicts, and each row's seed
+    sd recovered from its interval's half-width, t_0.975 sd / sqrt(n)."""
+    claims = claims.copy()
+    claims[["bucket", "comparator"]] = claims[["bucket", "comparator"]].fillna("").astype(str)
+    table2_rows = claims["claim"].isin(["Table 2: ordering", "AutoEmb beats the controls"])
+    claims.loc[table2_rows, "paper_effect"] = [
+        np.nan if (e := fg.paper_effect(r.task, r.method, r.comparator, r.dataset)) is None else e
+        for r in claims[table2_rows].itertuples()]
+    claims["verdict"] = [verdict(lo, hi, None if np.isnan(pe) else pe)
+                         for lo, hi, pe in zip(claims["ci_low"], claims["ci_high"], claims["paper_effect"])]
+    n = claims["n_seeds"].clip(lower=2)
+    claims["std"] = (claims["ci_high"] - claims["ci_low"]) / 2 * np.sqrt(n) / [t_quantile(0.975, k - 1) for k in n]
+    return claims
+
+
+def rejudge(folder) -> pd.DataFrame:
+    """Judge a finished report's claims again under today's verdicts and paper effects, and write its
+    ``claims.csv`` and ``REPORT.md`` anew (and ``frontier_claims.csv`` and ``FRONTIER.md``'s claims, where the
+    folder has a frontier), from what it saved: no run is repeated, so the effects and intervals stay those of its
+    runs, with their settings of the time. For reports whose runs are not kept (the committed ones keep only
+    their summaries)."""
+    folder = Path(folder)
+    for name in ("claims.csv", "runs.csv", "report.json"):
+        if not (folder / name).is_file():
+            raise DataError(f"{folder / name} is missing: --rejudge reads a finished report's files",
+                            hint="run the report first (without --rejudge)")
+    read = lambda name: pd.read_csv(folder / name, keep_default_na=False, na_values=[""])
+    claims = _judged_again(read("claims.csv"))
+    meta = json.loads((folder / "report.json").read_text())
+    meta.setdefault("tuning", "Each method ran with the tuned values of `params/<dataset>.yaml` at the time of its "
+                              "runs (`report.json`'s config).")
+    command = f"python -m autoemb_core report --dataset {meta['dataset']} --rejudge --results-dir {folder.as_posix()}"
+    meta["rejudged"] = {"at": datetime.datetime.now().isoformat(timespec="seconds"), "command": command}
+    figure1 = meta.get("figure1")
+    truth = generator_capacity(meta["dataset"], figure1["train_sizes"]) if figure1 else None
+    figures = sorted(p.stem for p in (folder / "figures").glob("*.png"))
+    ex.save_frame(claims[COLUMNS], folder, "claims")
+    write_json_atomic(folder / "report.json", meta)
+    with atomic_write(folder / "REPORT.md", "w") as f:
+        f.write(render(claims, fg.table2(read("runs.csv")).table, meta, figures, truth))
+    if (folder / "frontier_claims.csv").is_file() and (folder / "FRONTIER.md").is_file():
+        frontier = _judged_again(read("frontier_claims.csv"))
+        ex.save_frame(frontier[COLUMNS], folder, "frontier_claims")
+        head = (folder / "FRONTIER.md").read_text().split("## Claims")[0]
+        with atomic_write(folder / "FRONTIER.md", "w") as f:
+            f.write(f"{head}## Claims\n\nJudged again on {meta['rejudged']['at'][:10]} (no run repeated): "
+                    f"`{command}`.\n\n{verdict_table(frontier).to_markdown(index=False)}\n\n"
+                    "![frontier](figures/memory_frontier.png)\n")
     return claims
 
 
@@ -263,6 +315,8 @@ def render_regimes(claims: pd.DataFrame, runs: pd.DataFrame, meta: dict, online_
     paper_from = paper_source(meta["dataset"])
     lines = [f"# Reproduction report under {len(regimes)} regimes: AutoEmb (Zhao et al., 2020) on {meta['dataset']}", "",
              f"Made by `{meta['command']}`" if meta["command"] else "", "",
+             *([f"Judged again on {meta['rejudged']['at'][:10]} under the verdicts of that day, from the saved claims "
+                f"and runs (no run repeated): `{meta['rejudged']['command']}`.", ""] if meta.get("rejudged") else []),
              provenance(meta, f"regimes {', '.join(regimes)}; ") + "Each regime's full report (its Table 2, figures "
              "and tuning) is in its folder; every claim of every regime is in `claims.csv`.", "", "## The regimes", ""]
     tallies = []
@@ -468,6 +522,8 @@ def render(claims: pd.DataFrame, table2: pd.DataFrame, meta: dict, figures: list
     dataset = meta["dataset"]
     lines = [f"# Reproduction report: AutoEmb (Zhao et al., 2020) on {dataset}", "",
              f"Made by `{meta['command']}`" if meta["command"] else "", "",
+             *([f"Judged again on {meta['rejudged']['at'][:10]} under the verdicts of that day, from the saved claims "
+                f"and runs (no run repeated): `{meta['rejudged']['command']}`.", ""] if meta.get("rejudged") else []),
              provenance(meta) + "Settings and versions: `report.json`; every claim: `claims.csv`.", "",
              bottom_line(claims, meta), "",
              meta["tuning"], "", *([regime_line(meta["regime"]["name"]), ""] if meta.get("regime") else []),

@@ -127,6 +127,20 @@ def test_report_command_writes_every_claim_and_reuses_finished_runs(tmp_path, mo
     again = pd.read_csv(folder / "claims.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(claims, again)
 
+    # --rejudge, on a report saved under the old vocabulary and without its paper effects, gives back today's
+    # claims from the saved files alone (sweep.run and the Figure 1 study still raise), and says so in REPORT.md
+    old = again.assign(verdict=again["verdict"].replace({"contradicted": "not reproduced",
+                                                         "smaller than claimed": "not reproduced"}), paper_effect="")
+    old.to_csv(folder / "claims.csv", index=False)
+    before = (folder / "REPORT.md").read_text()
+    assert main(["report", "--dataset", "synthetic-tiny", "--rejudge", "--results-dir", str(folder)]) == 0
+    rejudged = pd.read_csv(folder / "claims.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(claims, rejudged, check_exact=False, rtol=1e-12)
+    text = (folder / "REPORT.md").read_text()
+    assert "Judged again on " in text and "--rejudge" in text
+    strip = lambda t: [line for line in t.splitlines() if line and not line.startswith("Judged again")]
+    assert strip(text) == strip(before)  # the same report, from the saved files
+
 
 def test_report_needs_two_seeds(tmp_path, capsys):
     assert main(["report", "--dataset", "synthetic-tiny", "--seeds", "0", "--results-dir", str(tmp_path)]) == 2
