@@ -73,7 +73,7 @@ TABLE = MappingProxyType({m.name: m for m in (
            rival=True),
     Method("mf", "fixed", "MF", learner="mf", width_setting="mf_width", table2=True, rival=True,
            space={**BIAS_RATES, "factor_lr": (1e-3, 0.3), "embedding_init_std": (1e-3, 0.3),
-                  "embedding_l2": Choice((0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2))}),  # 0 must be a choice: a log range
+                  "embedding_l2": Choice((0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1))}),  # 0 must be a choice: a log range
            # cannot hold it, and on ml-100k the range's lower end (1e-9) won
     Method("fse", "fixed", "FSE", width_setting="fse_width", space=W_RATES, table2=True, paper=True),
     Method("uniform", "selecting", "uniform", selector="rule", space=W_RATES, table2=True, rival=True),
