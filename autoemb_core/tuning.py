@@ -98,10 +98,16 @@ def values_of(params: dict, keys, spaces: int) -> dict:
 
 
 def on_edge(values: dict, method: str) -> list[str]:
-    """The chosen rates that sit on an end of their log range: the range was wrong, widen it."""
+    """The chosen rates that sit on an end of their log range, and the chosen values that are the largest of a
+    grid of numbers (train_passes, mf's embedding_l2; not a grid that ends in None, the whole batch, nor its lower
+    end, 0 or 1, below which there is nothing): the range was wrong, widen it."""
     found = []
     for key, spec in space(method).items():
-        if isinstance(spec, Choice) or key == "popularity_thresholds" or key not in values:
+        if key == "popularity_thresholds" or key not in values:
+            continue
+        if isinstance(spec, Choice):
+            if None not in spec.values and len(spec.values) > 1 and values[key] == max(spec.values):
+                found.append(f"{method}.{key} = {values[key]:g} is the largest of its choices {list(spec.values)}")
             continue
         lo, hi = (math.log(x) for x in spec)
         at = (math.log(values[key]) - lo) / (hi - lo)

@@ -74,6 +74,9 @@ def test_a_value_on_the_edge_of_its_range_is_flagged():
     assert tuning.on_edge({"lr": lo}, "fse") and "lower" in tuning.on_edge({"lr": lo}, "fse")[0]
     assert tuning.on_edge({"lr": hi}, "fse") and "upper" in tuning.on_edge({"lr": hi}, "fse")[0]
     assert tuning.on_edge({"lr": (lo * hi) ** 0.5, "train_passes": 1}, "fse") == []
+    assert "largest of its choices" in tuning.on_edge({"train_passes": 3}, "fse")[0]  # a grid's top: widen it
+    assert tuning.on_edge({"train_microbatch": 50}, "fse") == []  # None, the whole batch, lies beyond 50
+    assert tuning.on_edge({"embedding_l2": 0.0, "train_microbatch": 1}, "mf") == []  # nothing below 0 or 1
     assert tuning.thresholds(8, 4, 3) == [8, 32] and tuning.thresholds(5, 2, 2) == [5]
 
 
