@@ -151,12 +151,11 @@ def tune_method(base: Config, data: Interactions, method: str, task: str, trials
     cfg = dataclasses.replace(base, task=task, method=method, progress=False, checkpoint_dir=None, resume=False)
     keys, name = space(method, cfg.regime), study_name(cfg, method, task)
     study = _study(cfg, name, folder, 0, repair=True)
-    storage = study._storage
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     if all(t.state == optuna.trial.TrialState.FAIL for t in study.trials):
         study.enqueue_trial({k: v for key in keys for k, v in current(cfg, key).items()})
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # killed part way:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)  # killed part way:
         study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params)  # its point runs again
     done = len(study.get_trials(deepcopy=False, states=finished))
     if done < trials:
