@@ -336,6 +336,10 @@ class StreamingTrainer:
         if not path.is_file():
             return None
         payload = checkpoint.load(path, self.cfg, self.data, self.device)
+        threads = payload["config"].get("threads")
+        if threads and threads != torch.get_num_threads():  # run() restores the caller's count afterwards
+            torch.set_num_threads(threads)  # the sums ordered as before the kill: a resume stays bit for bit
+            self.cfg = dataclasses.replace(self.cfg, threads=threads)  # whatever the load or --threads now
         self.load_state(payload["trainer"])
         progress = Progress.from_state(payload["progress"], len(self.data) - self.batches.split)
         self.resumed_from = progress.next_batch

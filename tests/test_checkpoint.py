@@ -154,6 +154,21 @@ def test_resume_in_process_equals_an_uninterrupted_run(tiny, tmp_path, method):
                         tmp_path / "b" / f"synthetic-tiny-{method}-regression-seed0.pt")
 
 
+def test_a_resumed_run_continues_at_the_thread_count_it_started_with(tiny, tmp_path):
+    """A busy machine gives a new run fewer threads (the CLI's default), and the count changes a sum's last bits:
+    a resume keeps the checkpoint's count, so that it stays bit for bit whatever the load when it resumes."""
+    before = torch.get_num_threads()
+    cfg = small(method="fse", checkpoint_dir=str(tmp_path / "a"), checkpoint_every=7, threads=1)
+    interrupted_run(tiny.head(6000), cfg, at=25)
+    torch.set_num_threads(2)
+    try:
+        trainer = StreamingTrainer(tiny.head(6000), Config(**{**cfg.to_dict(), "resume": True, "threads": 2}))
+        trainer.restore()
+        assert torch.get_num_threads() == 1 and trainer.cfg.threads == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("method", ["autoemb", "mf"])
 def test_resume_with_passes_and_microbatches_equals_an_uninterrupted_run(tiny, tmp_path, method):
     learning = dict(train_passes=2, train_microbatch=7, row_gradient="sum")
