@@ -375,7 +375,9 @@ def idle_cores(interval: float = 0.2) -> float:
         return ticks[3] + ticks[4], sum(ticks)  # idle and iowait; user ... steal
 
     try:
-        (idle0, total0), _, (idle1, total1) = idle_and_total(), time.sleep(interval), idle_and_total()
+        idle0, total0 = idle_and_total()
+        time.sleep(interval)
+        idle1, total1 = idle_and_total()
         return cores * (idle1 - idle0) / max(total1 - total0, 1)
     except (OSError, ValueError, IndexError):
         try:

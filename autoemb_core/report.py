@@ -150,7 +150,7 @@ def _judged_again(claims: pd.DataFrame) -> pd.DataFrame:
     sd recovered from its interval's half-width, t_0.975 sd / sqrt(n)."""
     claims = claims.copy()
     claims[["bucket", "comparator"]] = claims[["bucket", "comparator"]].fillna("").astype(str)
-    table2_rows = claims["claim"].isin(["Table 2: ordering", "AutoEmb beats the controls"])
+    table2_rows = claims["claim"].isin(fg.TABLE2_CLAIMS)
     claims.loc[table2_rows, "paper_effect"] = [
         np.nan if (e := fg.paper_effect(r.task, r.method, r.comparator, r.dataset)) is None else e
         for r in claims[table2_rows].itertuples()]

@@ -73,6 +73,23 @@ def test_competent_has_the_protocol_choose_the_architecture_of_the_autoemb_famil
     assert run.validation == "incoming"  # the mode that breaks the collapse (benchmarks/tuning/validation_modes.md)
 
 
+def test_competent_studies_first_score_every_variant_at_the_tuned_rates():
+    """Before TPE draws, a competent study scores the current settings and then every architecture variant (4
+    transforms x 2 selections) at the method's tuned values; a method without tuned values starts as before."""
+    tuned = {"regression": {"autoemb": {"lr": 0.0002, "table_lr": 0.25, "controller_lr": 0.0009, "train_passes": 2,
+                                        "train_microbatch": None}}}
+    cfg = Config(regime="competent", tuned=tuned)
+    points = tuning.first_points(cfg, "autoemb", "regression")
+    assert points[0] == {k: v for key in tuning.space("autoemb", "competent")
+                         for k, v in tuning.current(cfg, key).items()}  # the current settings
+    variants = points[1:]
+    assert {(p["transform"], p["selection"]) for p in variants} == {
+        (t, s) for t in ("bn-tanh", "tanh", "bn", "linear") for s in ("mean", "sum")} and len(variants) == 8
+    assert all({k: p[k] for k in tuned["regression"]["autoemb"]} == tuned["regression"]["autoemb"] for p in variants)
+    assert tuning.first_points(Config(regime="competent"), "autoemb", "regression") == points[:1]
+    assert tuning.first_points(Config(tuned=tuned), "autoemb", "regression") == [
+        {k: v for key in tuning.space("autoemb") for k, v in tuning.current(Config(), key).items()}]  # tuned: no variants
+
 @pytest.mark.parametrize("variant, matched", [("bn-tanh", True), ("bn", True), ("tanh", False), ("linear", False)])
 def test_competent_fse_gets_the_normalisation_autoembs_variant_keeps(variant, matched):
     """Matched architecture: where AutoEmb's chosen transform keeps a BatchNorm, FSE normalises its input too (a

@@ -94,6 +94,26 @@ def test_the_first_trial_is_the_current_settings_and_every_space_holds_them():
                           for key in TABLE[method].space}
 
 
+def test_a_method_that_nests_another_starts_its_study_where_that_one_is_tuned(tiny, tmp_path):
+    """MF's second trial is the biases' chosen values with its factors at the low ends of their ranges, and there
+    it scores as the biases do (to 1e-5): a richer model cannot end tuned worse than the one it contains."""
+    assert tuning.nested_start(Config(), "mf", "regression") is None  # nothing tuned to start from
+    assert tuning.nested_start(Config(tuned={"regression": {"biases": {"lr": 0.01}}}), "fse", "regression") is None
+    base = Config(**SMALL)
+    tuned = tuning.ensure_tuned(base, tiny, ["biases", "mf"], ["regression"], 3, tmp_path)
+    biases = tuned.tuned["regression"]["biases"]
+    start = tuning.nested_start(tuning.dataclasses.replace(base, tuned={"regression": {"biases": biases}}), "mf",
+                                "regression")
+    assert start == {**{k: biases[k] for k in TABLE["biases"].space}, "factor_lr": TABLE["mf"].space["factor_lr"][0],
+                     "embedding_init_std": TABLE["mf"].space["embedding_init_std"][0], "embedding_l2": 0.0}
+    mf, first = studies(tmp_path, "regression-mf"), studies(tmp_path, "regression-biases")
+    assert mf[1].params == start
+    at_biases = min(t.value for t in first if t.params == {k: biases[k] if not isinstance(biases[k], float)
+                                                             else t.params[k] for k in t.params}
+                    and all(abs(t.params[k] - v) <= 5e-3 * abs(v) for k, v in biases.items() if isinstance(v, float)))
+    assert mf[1].value == pytest.approx(at_biases, rel=1e-5)
+
+
 SCRIPT = """
 import sys, torch
 import autoemb_core as ae
