@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import DEMO_INTERACTIONS, DEMO_SEEDS, FIGURE1, FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, SETTINGS, TUNE_TRIALS, Config, resolve
+from .config import DEMO_INTERACTIONS, DEMO_REGIMES, DEMO_SEEDS, DEMO_TASKS, FIGURE1, FSE_WIDTHS, HARD_PENALTIES, RULE_THRESHOLDS, SETTINGS, TUNE_TRIALS, Config, resolve
 from .data import dataset_names, load_dataset
 from .interactions import DataError
 from .methods import METHODS, TABLE2
@@ -97,7 +97,7 @@ def _compare(args) -> int:
 
 
 def _report(args) -> None:
-    from .report import ReportSettings, regimes_report, rejudge, summary_lines, where_it_holds
+    from .report import ReportSettings, rejudge, summary_lines
     if args.rejudge:
         claims = rejudge(args.results_dir or f"results/report/{args.dataset}")
         print("\n".join(summary_lines(claims)))
@@ -112,21 +112,30 @@ def _report(args) -> None:
                               tuple(args.seeds), tuple(args.methods), figure1=figure1, frontier=args.frontier,
                               workers=args.workers, scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
                               tune_trials=_trials(args), command=args.command_line)
-    if not regimes:
-        return _write_report(settings)
+    _write_report(settings) if not regimes else _write_regimes(settings, regimes)
+
+
+def _write_regimes(settings, regimes) -> None:
+    from .figures import TABLE2_CLAIMS
+    from .report import regime_table, regimes_report, where_it_holds
     claims = regimes_report(settings, regimes)
+    table = regime_table(claims, regimes)
+    print("Table 2's claims in each regime (every claim: REPORT.md):")
+    print(table[table["claim"].isin(TABLE2_CLAIMS)].drop(columns="bucket").to_string(index=False))
     print("\n".join(where_it_holds(claims, regimes)))
     print(f"wrote {settings.results_dir / 'REPORT.md'} and {settings.results_dir / 'claims.csv'}, and a report per "
           f"regime in {settings.results_dir}/<regime>/")
 
 
 def _demo(args) -> None:
-    """The reproduction report at quick settings on the built-in synthetic stream (:meth:`ReportSettings.demo`);
-    it ends with the verdicts."""
+    """The reproduction report at quick settings on the built-in synthetic stream (:meth:`ReportSettings.demo`),
+    under each of ``--regimes`` (none: one report); it ends with the verdicts."""
     from .report import ReportSettings
-    _write_report(ReportSettings.demo(args.results_dir, progress=not args.no_progress, command=args.command_line,
-                                      threads=args.threads, max_interactions=args.max_interactions,
-                                      seeds=tuple(args.seeds)))
+    regimes = check_regimes(args.regimes) if args.regimes else None
+    settings = ReportSettings.demo(args.results_dir, progress=not args.no_progress, command=args.command_line,
+                                   threads=args.threads, max_interactions=args.max_interactions,
+                                   seeds=tuple(args.seeds), tasks=tuple(args.tasks))
+    _write_report(settings) if not regimes else _write_regimes(settings, regimes)
 
 
 def _write_report(settings) -> None:
@@ -339,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-interactions", type=int, default=DEMO_INTERACTIONS,
                    help="stream only the first N interactions of synthetic (fewer: quicker, and decides less)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(DEMO_SEEDS), help="seeds, each run paired across methods")
+    p.add_argument("--tasks", nargs="+", default=list(DEMO_TASKS), choices=["regression", "classification"])
+    p.add_argument("--regimes", nargs="*", default=list(DEMO_REGIMES),
+                   help="a report under each, and the table of verdicts by regime (none: one report at tuned values)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run, saved with it")
     p.set_defaults(func=_demo)

@@ -21,6 +21,8 @@ FSE_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 146)
 RULE_THRESHOLDS = ((8, 64), (64, 512), (512, 4096))
 HARD_PENALTIES = (0.0, 0.01, 0.1, 1.0)
 DEMO_INTERACTIONS, DEMO_SEEDS = 30_000, (0, 1, 2)  # `demo`: the first interactions of synthetic, and its seeds
+DEMO_TASKS, DEMO_REGIMES = ("regression",), ("paper", "esapn", "tuned")  # and what it shows: the regime table
+# (competent needs a tuning of its own on a new stream: too long for a demo)
 TRANSFORMS = ("bn-tanh", "tanh", "bn", "linear")  # Config.transform: which of BatchNorm and tanh follow eq. 1's Linear
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,8 @@ class Choice:
 # how a predicted batch is learned (Config.train_passes, train_microbatch): in every learned method's space
 LEARNING = {"train_passes": Choice((1, 2, 3)), "train_microbatch": Choice((1, 10, 50, None))}
 W_RATES = {**W_RATES, **LEARNING}
-BIAS_RATES = {"table_lr": (0.05, 2.0), "lr": (1e-3, 0.1), **LEARNING}
+BIAS_RATES = {"table_lr": (0.05, 2.0), "lr": (1e-5, 0.1), **LEARNING}  # lr (mu, and MF's classification head):
+# down to 1e-5, as MF on ml-100k regression chose 0.00105, the lower edge of 1e-3..0.1
 
 
 @dataclass(frozen=True)

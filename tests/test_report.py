@@ -189,6 +189,19 @@ def test_report_under_regimes_sets_every_claim_side_by_side_on_the_same_floor(tm
     assert set(spread["method"]) == {"fse", "sam", "darts", "autoemb"} and (spread["paper ±"] > 0).all()
 
 
+def test_where_a_claim_holds_names_the_regimes_and_tallies_only_those_that_judged_it():
+    R, C = "reproduced", "contradicted"
+    claims = pd.DataFrame({"claim": ["A", "A", "A", "B", "B", "F", "F"],
+                           "regime": ["paper", "esapn", "tuned", "paper", "tuned", "tuned", "tuned"],
+                           "verdict": [C, R, C, C, C, R, C]})
+    lines = rp.where_it_holds(claims, ["paper", "esapn", "tuned"])
+    assert lines[0].startswith("- **A**: reproduced rows under esapn, none under paper, tuned (paper: 0 of 1, esapn: 1 "
+                               "of 1, tuned: 0 of 1). esapn and paper differ in: ")
+    assert "lr" in lines[0] and "predict_batchnorm" in lines[0]
+    assert lines[1] == ("- **B**: no row is reproduced under any regime (paper: 0 of 1, tuned: 0 of 1): no setup "
+                        "measured here gives the paper's result.")
+    assert lines[2] == "- **F** (judged under tuned only): reproduced in tuned: 1 of 2 rows."
+
 def test_the_papers_effect_comes_from_its_row_for_the_dataset_and_else_from_ml20m():
     assert fg.paper_effect("regression", "autoemb", "fse", "netflix") == pytest.approx((0.1821 - 0.1779) / 0.1821)
     assert fg.paper_effect("classification", "sam", "fse", "ml-latest") == pytest.approx((1.1257 - 1.1249) / 1.1257)

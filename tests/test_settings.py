@@ -165,8 +165,9 @@ def test_figure1_has_one_dataclass_of_defaults():
     assert nbparams.NOTEBOOKS["preliminary"]["train_sizes"].default == list(quick.train_sizes)
     demo = ReportSettings.demo("results/demo", progress=False)
     assert (demo.base.dataset, demo.base.max_interactions, demo.base.progress) == ("synthetic", 30_000, False)
-    assert (demo.seeds, demo.tasks, demo.methods, demo.figure1) == ((0, 1, 2), ("regression", "classification"),
-                                                                   TABLE2, quick)
+    assert (demo.seeds, demo.tasks, demo.methods, demo.figure1) == ((0, 1, 2), ("regression",), TABLE2, quick)
+    args = build_parser().parse_args(["demo"])
+    assert args.regimes == ["paper", "esapn", "tuned"] and args.tasks == ["regression"]  # the regime table
 
 
 def test_the_docs_state_the_precedence_once():
