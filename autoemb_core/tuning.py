@@ -99,13 +99,15 @@ def nested_start(cfg: Config, method: str, task: str) -> dict | None:
     values = cfg.tuned.get(task, {}).get(nested) if nested else None
     if not values:
         return None
-    point = {}
-    for key, spec in space(method, cfg.regime).items():
-        if key in values:
-            point.update(current(dataclasses.replace(cfg, **{key: values[key]}), key))
-        else:
-            point[key] = min(v for v in spec.values if v is not None) if isinstance(spec, Choice) else spec[0]
-    return point
+    own = {key: min(v for v in spec.values if v is not None) if isinstance(spec, Choice) else spec[0]
+           for key, spec in space(method, cfg.regime).items() if key not in values}
+    return {**own, **as_params(cfg, values, space(method, cfg.regime))}
+
+
+def as_params(cfg: Config, values: dict, keys) -> dict:
+    """``values`` (settings) of ``keys`` as the params of a trial (:func:`current` of ``cfg`` at each value)."""
+    return {k: v for key in keys if key in values
+            for k, v in current(dataclasses.replace(cfg, **{key: values[key]}), key).items()}
 
 
 def architecture_starts(cfg: Config, method: str, task: str) -> list[dict]:
@@ -119,9 +121,8 @@ def architecture_starts(cfg: Config, method: str, task: str) -> list[dict]:
     values = cfg.tuned.get(task, {}).get(method)
     if not extra or not values:
         return []
-    rates = {}
-    for key in space(method):
-        rates.update(current(dataclasses.replace(cfg, **{key: values[key]}) if key in values else cfg, key))
+    rates = {**{k: v for key in space(method) for k, v in current(cfg, key).items()},
+             **as_params(cfg, values, space(method))}
     return [{**rates, **dict(zip(extra, combo))} for combo in itertools.product(*(c.values for c in extra.values()))]
 
 
