@@ -23,7 +23,7 @@ from . import figures as fg
 from . import frontier as fr
 from . import tuning
 from .atomic import atomic_write, write_json_atomic
-from .config import DEMO_INTERACTIONS, DEMO_SEEDS, DEMO_TASKS, FIGURE1, Config, Figure1Settings, resolve
+from .config import DEMO_INTERACTIONS, DEMO_SEEDS, DEMO_TASKS, FIGURE1, Config, Figure1Settings, read_params, resolve
 from .methods import FIXED, PAPER, TABLE2
 from .regimes import REGIMES
 from .regimes import check as check_regimes
@@ -211,12 +211,13 @@ def regimes_report(settings: ReportSettings, regimes, data: Interactions | None 
     if data is None:
         base = settings.base
         data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
-    claims, runs = [], []
+    claims, runs, base = [], [], settings.base
     for n, name in enumerate(regimes):
         if n:
             share_runs(folder / regimes[n - 1] / "runs", folder / name / "runs")
+            base = carry_tuned(base, folder / regimes[n - 1])
         last = n == len(regimes) - 1
-        one = dataclasses.replace(settings, base=dataclasses.replace(settings.base, regime=name),
+        one = dataclasses.replace(settings, base=dataclasses.replace(base, regime=name),
                                   results_dir=folder / name, figure1=settings.figure1 if last else None,
                                   frontier=settings.frontier and last)
         claims.append(report(one, data).assign(regime=name))
@@ -234,6 +235,19 @@ def regimes_report(settings: ReportSettings, regimes, data: Interactions | None 
     with atomic_write(folder / "REPORT.md", "w") as f:
         f.write(render_regimes(claims, runs, meta, len(data) - int(round(len(data) * settings.base.offline_fraction))))
     return claims
+
+
+def carry_tuned(base: Config, previous: Path) -> Config:
+    """``base`` with the values a previous regime's tuning chose (``previous/tuned.yaml``) for the methods it has
+    none for, so that a later regime neither tunes them again nor starts its architecture studies without them
+    (:func:`autoemb_core.tuning.architecture_starts`). A regime whose tuning chose the architecture passes nothing:
+    its values are its own."""
+    path = previous / "tuned.yaml"
+    if REGIMES[previous.name].architecture or not path.is_file():
+        return base
+    chosen = read_params(path).get("tuned", {})
+    return dataclasses.replace(base, tuned={task: {**chosen.get(task, {}), **base.tuned.get(task, {})}
+                                            for task in {**chosen, **base.tuned}})
 
 
 def share_runs(source: Path, target: Path) -> None:

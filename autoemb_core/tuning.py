@@ -357,7 +357,8 @@ def describe(tuned: list, trials: int, folder, data: Interactions, cfg: Config) 
     """One line for a report: which (task, method) pairs were tuned here, on what, with what budget and time
     (from ``folder/tuning``), or which ran untuned."""
     if not tuned:
-        return "Tuning: every method ran with the tuned values of its params file (none was tuned here)."
+        return ("Tuning: none was tuned here; every method ran with the tuned values it was given (its params file's, "
+                "or in a regimes report an earlier regime's `tuned.yaml`).")
     pairs = ", ".join(f"{m} ({t})" for t, m in tuned)
     if not trials:
         return f"**Untuned** (`--no-tune`): {pairs} had no tuned values and ran at the package defaults."

@@ -12,6 +12,7 @@ from autoemb_core import figures as fg
 from autoemb_core import report as rp
 from autoemb_core import sweep
 from autoemb_core.__main__ import main
+from autoemb_core.config import read_params
 from autoemb_core.stats import CONTRADICTED, REPRODUCED, SMALLER, VERDICTS
 from autoemb_core.train import RunResult
 
@@ -216,3 +217,23 @@ def test_the_bottom_line_is_generated_from_the_claims():
     assert "Of 4 claim rows, 1 reproduced, 1 smaller than claimed, 2 contradicted." in line
     assert "Reproduced in at least one row: A." in line and "in every row: B, C." in line
     assert "3 seeds (median detectable effect 2.50%)" in line and "untuned" in line and "Few seeds decide little" in line
+
+
+def test_a_later_regime_reuses_the_values_an_earlier_one_tuned_and_competent_starts_from_them(tmp_path):
+    """On a stream with no tuned values, ``tuned`` tunes every method; ``competent`` then tunes only the
+    architecture's methods, and their studies first score the variants at the values ``tuned`` chose."""
+    folder = tmp_path / "regimes"
+    (tmp_path / "small.yaml").write_text("hidden: [8]\ncontroller_hidden: [6]\nbatch_size: 50\n")
+    argv = ["report", "--dataset", "synthetic-tiny", "--seeds", "0", "1", "--max-interactions", "2000", "--tasks",
+            "regression", "--methods", "biases", "fse", "uniform", "--no-figure1", "--regimes", "tuned", "competent",
+            "--results-dir", str(folder), "--no-progress", "--tune-trials", "2", "--params", str(tmp_path / "small.yaml")]
+    assert main(argv) == 0
+    chosen = read_params(folder / "tuned" / "tuned.yaml")["tuned"]["regression"]
+    assert set(chosen) == {"biases", "fse", "uniform"}
+    studies = sorted(p.name for p in (folder / "competent" / "tuning").glob("*.csv"))
+    assert studies == ["regression-uniform-competent.csv"]  # biases and fse: the tuned regime's values, not tuned again
+    trials = pd.read_csv(folder / "competent" / "tuning" / "regression-uniform-competent.csv")
+    assert trials.loc[1, "lr"] == pytest.approx(chosen["uniform"]["lr"], rel=1e-2)  # the first variant, at tuned's lr
+    assert (trials.loc[1, "transform"], trials.loc[1, "selection"]) == ("bn-tanh", "mean")
+    assert "none was tuned here" in (folder / "competent" / "REPORT.md").read_text() or \
+        "uniform (regression) had no tuned values" in (folder / "competent" / "REPORT.md").read_text()
