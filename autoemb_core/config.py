@@ -212,12 +212,12 @@ class Config:
         return {k: v for k, v in bundle.items() if k not in self.explicit}
 
     def matched_values(self) -> dict:
-        """FSE in a regime that tunes the architecture (competent): the BatchNorm of its input where AutoEmb's chosen
-        transform keeps one (matched architecture), else nothing (the tuned run)."""
-        if self.method != "fse" or self.regime is None or not REGIMES[self.regime].architecture \
+        """A method that ``matches`` another (FSE: AutoEmb), in a regime that tunes the architecture (competent): the
+        BatchNorm of its input where the other's chosen transform keeps one, else nothing (the tuned run)."""
+        if self.spec.matches is None or self.regime is None or not REGIMES[self.regime].architecture \
                 or "input_batchnorm" in self.explicit:
             return {}
-        chosen = self.tuned.get(self.task, {}).get("autoemb", {}).get("transform")
+        chosen = self.tuned.get(self.task, {}).get(self.spec.matches, {}).get("transform")
         return {"input_batchnorm": True} if chosen in ("bn-tanh", "bn") else {}
 
     def tuned_values(self) -> dict:

@@ -39,7 +39,9 @@ class Method:
     ``selector``: the family of :mod:`autoemb_core.selection` that produces the weights. ``storage``: full (every
     id keeps sum(dims) dimensions), mixed (one row at the chosen size, always) or either (the ``storage`` setting
     picks). ``space``: the tuning protocol's ranges, None where the method is not tuned (it borrows ``tuned_as``'s
-    values, or none). ``nests``: a method this one contains as a special case (its study also starts there). ``learner``: its learner class (:data:`autoemb_core.train.LEARNERS`). ``paper``: one of the
+    values, or none). ``nests``: a method this one contains as a special case (its study also starts there).
+    ``matches``: the method whose chosen architecture this one matches in a regime that tunes it (FSE normalises its
+    input where AutoEmb's transform keeps a BatchNorm). ``learner``: its learner class (:data:`autoemb_core.train.LEARNERS`). ``paper``: one of the
     paper's four; ``rival``: a method AutoEmb must beat (its claims)."""
 
     name: str
@@ -52,6 +54,7 @@ class Method:
     space: Mapping | None = None
     tuned_as: str | None = None
     nests: str | None = None
+    matches: str | None = None
     table2: bool = False
     paper: bool = False
     rival: bool = False
@@ -78,7 +81,7 @@ TABLE = MappingProxyType({m.name: m for m in (
                   # ends MF is the biases (1e-3 was not: 0.8% worse on synthetic-tiny), where its study starts
                   "embedding_l2": Choice((0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1))}),  # 0 must be a choice: a log range
            # cannot hold it, and on ml-100k the range's lower end (1e-9) won
-    Method("fse", "fixed", "FSE", width_setting="fse_width", space=W_RATES, table2=True, paper=True),
+    Method("fse", "fixed", "FSE", width_setting="fse_width", space=W_RATES, table2=True, paper=True, matches="autoemb"),
     Method("uniform", "selecting", "uniform", selector="rule", space=W_RATES, table2=True, rival=True),
     Method("random", "selecting", "random", selector="rule", space=W_RATES, table2=True, rival=True),
     Method("popularity-rule", "selecting", "popularity rule", selector="rule", storage="either", table2=True,
