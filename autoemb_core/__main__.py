@@ -174,6 +174,9 @@ def _tuning(p) -> None:
                    help="a method with no tuned values for a task (none in params/<dataset>.yaml) is tuned first on "
                         "the stream's offline stage with this many trials; the values go to <results-dir>/tuned.yaml "
                         f"(default: {TUNE_TRIALS})")
+    p.add_argument("--tune-interactions", type=int, default=None,
+                   help="tune on the first N interactions of the offline stage only (default: all of it): for "
+                        "streams of millions, where a trial on the whole offline stage costs as much as a run")
     p.add_argument("--no-tune", action="store_true", help="run such methods at the defaults (the report says untuned)")
 
 

@@ -44,6 +44,9 @@ class Config:
     method: str = "autoemb"
     batch_size: int = 500
     offline_fraction: float = 0.7
+    # the tuning protocol's stream: the first N interactions of the offline stage (None: all of it), so that a
+    # stream of millions is tuned in a budget of trials at the cost of a smaller one; never what a run computes
+    tune_interactions: int | None = None
     seed: int = 0
     device: str = "auto"  # cpu, cuda or auto
 
@@ -269,9 +272,9 @@ class Config:
                 raise must(name, "> 0", getattr(self, name), where(name))
         if self.regime is not None and self.regime not in REGIMES:
             raise not_one_of("regime", self.regime, tuple(REGIMES), where("regime"))
-        if self.max_interactions is not None and not (_integer(self.max_interactions) and self.max_interactions >= 1):
-            raise must("max_interactions", "a positive integer or null (all)", self.max_interactions,
-                       where("max_interactions"))
+        for name in ("max_interactions", "tune_interactions"):
+            if getattr(self, name) is not None and not (_integer(getattr(self, name)) and getattr(self, name) >= 1):
+                raise must(name, "a positive integer or null (all)", getattr(self, name), where(name))
         for name in ("data_dir", "results_dir", "checkpoint_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
                 raise must(name, "a folder path" + (" or null" if name != "results_dir" else ""),
@@ -324,7 +327,7 @@ class Config:
     # (the data itself is compared by its fingerprint or size; the thread count can change the last bits of a
     # sum, so a run is bit for bit only at the same count, but what it computes is the same)
     BOOKKEEPING = ("progress", "data_dir", "results_dir", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
-                   "resume", "device", "threads", "tuned", "explicit")
+                   "resume", "device", "threads", "tuned", "explicit", "tune_interactions")
 
     # settings added with a default other than what runs saved before them computed: their value in those runs
     BEFORE = {"row_gradient": "mean"}

@@ -25,7 +25,7 @@ import yaml
 
 from .atomic import atomic_write
 from .config import TUNE_TRIALS, Config
-from .interactions import Interactions
+from .interactions import DataError, Interactions
 from .methods import TABLE, Choice
 from .regimes import REGIMES
 
@@ -60,8 +60,9 @@ def needs_tuning(cfg: Config, method: str, task: str) -> bool:
 
 
 def tuning_stream(data: Interactions, cfg: Config) -> Interactions:
-    """The offline stage of ``data``: all a trial ever sees."""
-    return data.head(int(round(len(data) * cfg.offline_fraction)))
+    """The offline stage of ``data`` (its first ``cfg.tune_interactions`` only, where set): all a trial ever sees."""
+    offline = int(round(len(data) * cfg.offline_fraction))
+    return data.head(min(offline, cfg.tune_interactions or offline))
 
 
 def suggest(trial, key: str, spec, spaces: int) -> object:
@@ -201,8 +202,13 @@ def tune_method(base: Config, data: Interactions, method: str, task: str, trials
     study = _study(cfg, name, folder, 0, repair=True)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     if all(t.state == optuna.trial.TrialState.FAIL for t in study.trials):  # a new study
+        study.set_user_attr("interactions", len(data))
         for point in first_points(cfg, method, task):
             study.enqueue_trial(point)
+    elif study.user_attrs.get("interactions", len(data)) != len(data):
+        raise DataError(f"the study {name} was tuned on {study.user_attrs['interactions']:,} interactions, and this "
+                        f"tuning's stream has {len(data):,}", folder / f"{name}.journal",
+                        hint="give the same --tune-interactions (and stream) as before, or another --results-dir")
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)  # killed part way:
         study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params)  # its point runs again

@@ -2,6 +2,7 @@
 
     python benchmarks/tune.py --dataset ml-100k [--data-dir data] [--tasks regression classification]
         [--methods ...] [--trials 16] [--folder benchmarks/tuning/<dataset>] [--write] [--tuned-yaml FILE] [--workers N]
+        [--max-interactions N] [--tune-interactions N]
 
 The protocol is :mod:`autoemb_core.tuning`'s, the one ``report``, ``compare`` and ``sweep`` run on a stream with no
 tuned values: Optuna's seeded TPE over each method's space in the method table, ``--trials`` per method, on data
@@ -31,12 +32,14 @@ from autoemb_core.config import Config  # noqa: E402
 from autoemb_core.methods import TUNED  # noqa: E402
 
 
-def tuning_stream(dataset: str, data_dir, tuning_seed: int):
-    """The offline stage of ``dataset`` (of another generator draw for synthetic presets)."""
+def tuning_stream(dataset: str, data_dir, tuning_seed: int, interactions: int | None = None, most: int | None = None):
+    """The offline stage of ``dataset`` (of another generator draw for synthetic presets; of its first ``most``
+    interactions where given), its first ``interactions`` only where given (``tune_interactions``)."""
     from autoemb_core.data import load_dataset
     from autoemb_core.synthetic import PRESETS
-    data = load_dataset(dataset, seed=tuning_seed) if dataset in PRESETS else load_dataset(dataset, data_dir)
-    return tuning.tuning_stream(data, Config())
+    data = (load_dataset(dataset, seed=tuning_seed, max_interactions=most) if dataset in PRESETS
+            else load_dataset(dataset, data_dir, max_interactions=most))
+    return tuning.tuning_stream(data, Config(tune_interactions=interactions))
 
 
 def write_tuned(path: Path, tuned: dict, note: str) -> None:
@@ -63,6 +66,10 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=16, help="finished trials per method (default: 16)")
     parser.add_argument("--tuning-seed", type=int, default=1, help="generator seed of a synthetic tuning stream")
     parser.add_argument("--workers", type=int, default=1, help="trials at a time, each in its own process (default: 1)")
+    parser.add_argument("--max-interactions", type=int, default=None,
+                        help="the stream the values are for: its first N interactions (default: all)")
+    parser.add_argument("--tune-interactions", type=int, default=None,
+                        help="tune on the first N interactions of its offline stage only (default: all of it)")
     parser.add_argument("--folder", default=None, help="the studies and trials (default: benchmarks/tuning/<dataset>)")
     parser.add_argument("--write", action="store_true", help="write the chosen values into params/<dataset>.yaml")
     parser.add_argument("--tuned-yaml", default=None, help="also write them as a tuned: block to this file (a params "
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     folder = Path(args.folder or ROOT / "benchmarks" / "tuning" / args.dataset)
-    data = tuning_stream(args.dataset, args.data_dir, args.tuning_seed)
+    data = tuning_stream(args.dataset, args.data_dir, args.tuning_seed, args.tune_interactions, args.max_interactions)
     params = ROOT / "params" / f"{args.dataset}.yaml"
     # the values already tuned, for a nested method's first point (tuning.nested_start); not applied to any trial
     tuned = (yaml.safe_load(params.read_text()) or {}).get("tuned", {}) if params.is_file() else {}
@@ -88,7 +95,8 @@ def main(argv=None) -> int:
         print(f"wrote {args.tuned_yaml}")
     if args.write:
         stage = ("offline stage of generator seed %d" % args.tuning_seed if args.dataset.startswith("synthetic")
-                 else "offline stage only")
+                 else "offline stage only") + (f" (its first {len(data):,} interactions)" if args.tune_interactions
+                                               or args.max_interactions else "")
         note = (f"{', '.join(args.methods)}: {datetime.date.today()}, Optuna TPE, {args.trials} trials per method, "
                 f"scored on the {stage}")
         write_tuned(params, {task: {m: r["values"] for m, r in by.items()} for task, by in chosen.items()}, note)

@@ -193,3 +193,26 @@ def test_trials_in_parallel_workers_share_one_study_and_its_budget_exactly(tiny,
     assert len({tuple(sorted(t.params.items())) for t in done}) == 6  # two seeded samplers, no point drawn twice
     again = tuning.tune_method(base, tiny, "biases", "regression", 6, tmp_path, log=open(os.devnull, "w"), workers=2)
     assert again["values"] == r["values"] and again["trials"] == 6
+
+
+def test_tune_interactions_tunes_on_a_prefix_of_the_offline_stage_and_a_study_keeps_its_stream(tmp_path, capsys):
+    """--tune-interactions N: every trial sees only the first N interactions of the offline stage (the report says
+    how many), a run's settings are unchanged by it, and a study tuned on one stream is never reused on another."""
+    from autoemb_core.__main__ import main
+    from autoemb_core.interactions import DataError
+    from autoemb_core.data import load_dataset
+    data = load_dataset("synthetic-tiny", max_interactions=2000)
+    assert len(tuning.tuning_stream(data, Config(tune_interactions=600))) == 600
+    assert len(tuning.tuning_stream(data, Config(tune_interactions=10**6))) == 1400  # never past the offline stage
+    assert Config(tune_interactions=600).differences(Config().to_dict()) == {}  # what a run computes: unchanged
+    with pytest.raises(DataError, match="tune_interactions"):
+        Config(tune_interactions=0)
+    common = ["report", "--dataset", "synthetic-tiny", "--max-interactions", "2000", "--methods", "biases",
+              "--tasks", "regression", "--seeds", "0", "1", "--no-figure1", "--no-progress", "--tune-trials", "2",
+              "--results-dir", str(tmp_path)]
+    assert main([*common, "--tune-interactions", "600"]) == 0
+    assert "(its first 600 interactions;" in (tmp_path / "REPORT.md").read_text()
+    capsys.readouterr()
+    assert main([*common, "--tune-interactions", "700"]) == 2
+    err = capsys.readouterr().err
+    assert "tuned on 600 interactions" in err and "700" in err and "regression-biases.journal" in err
