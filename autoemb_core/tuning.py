@@ -331,7 +331,7 @@ def ensure_tuned(base: Config, data: Interactions | None, methods, tasks, trials
         chosen.setdefault(task, {})[method] = tune_method(with_chosen(base, chosen), stream, method, task, trials,
                                                           folder / "tuning", log, workers)
     tuned = with_chosen(base, chosen).tuned
-    write_tuned_yaml(folder / "tuned.yaml", chosen, data, trials)
+    write_tuned_yaml(folder / "tuned.yaml", chosen, stream, trials)
     edges = [e for by in chosen.values() for r in by.values() for e in r["edges"]]
     print(f"tuned {len(todo)} method(s) on the offline stage of {data.name} ({trials} trials each); the values are "
           f"in {folder / 'tuned.yaml'}, not in params/" + "".join(f"\nwarning: {e}: widen it" for e in edges),
@@ -346,10 +346,11 @@ def with_chosen(base: Config, chosen: dict) -> Config:
         for task in {**base.tuned, **chosen}})
 
 
-def write_tuned_yaml(path: Path, chosen: dict, data: Interactions, trials: int) -> None:
-    """The tuned block (usable as ``--params``), with each study's score, trials, pruned trials and seconds."""
-    lines = [f"# chosen by the tuning protocol (autoemb_core.tuning) on the offline stage of {data.name}: Optuna TPE, "
-             f"{trials} trials per method, pruned at half time"]
+def write_tuned_yaml(path: Path, chosen: dict, stream: Interactions, trials: int) -> None:
+    """The tuned block (usable as ``--params``), with the tuning ``stream`` (how many interactions), and each
+    study's score, trials, pruned trials and seconds."""
+    lines = [f"# chosen by the tuning protocol (autoemb_core.tuning) on the offline stage of {stream.name} (the "
+             f"{len(stream):,} interactions it tuned on): Optuna TPE, {trials} trials per method, pruned at half time"]
     for task, by in chosen.items():
         for method, r in by.items():
             lines.append(f"# {task}/{method}: prequential loss {r['score']:.5f}, {r['trials']} trials "

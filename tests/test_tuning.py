@@ -212,6 +212,7 @@ def test_tune_interactions_tunes_on_a_prefix_of_the_offline_stage_and_a_study_ke
               "--results-dir", str(tmp_path)]
     assert main([*common, "--tune-interactions", "600"]) == 0
     assert "(its first 600 interactions;" in (tmp_path / "REPORT.md").read_text()
+    assert "(the 600 interactions it tuned on)" in (tmp_path / "tuned.yaml").read_text()
     capsys.readouterr()
     assert main([*common, "--tune-interactions", "700"]) == 2
     err = capsys.readouterr().err
