@@ -433,19 +433,22 @@ def generator_capacity(dataset: str, train_sizes) -> pd.DataFrame | None:
 def preliminary(s: ReportSettings, base: Config, data: Interactions, folder: Path,
                 protocol: str = "capacity") -> pd.DataFrame:
     """Figure 1's capacity study under ``protocol``, reusing ``figure1_runs.csv`` (``figure1_runs_paper.csv``)
-    when it was made with the same settings (the run config compared as :meth:`Config.differences` compares it)."""
+    when it was made with the same settings: the grid, and the fixed-d models' run config, compared as
+    :meth:`Config.differences` compares it (so a regime that leaves them as tuned, competent, reuses a study
+    made without one)."""
     key = {"interactions": len(data), "seeds": list(s.seeds), **s.figure1_settings(), "protocol": protocol}
     suffix = "_paper" if protocol == "paper" else ""
     saved, settings_path = folder / f"figure1_runs{suffix}.csv", folder / f"figure1_settings{suffix}.json"
+    model = dataclasses.replace(base, method=FIXED[0]).resolved()
     if saved.is_file() and settings_path.is_file():
         previous = {"protocol": "capacity", **json.loads(settings_path.read_text())}  # saved before protocols
-        if {k: previous.get(k) for k in key} == key and not base.resolved().differences(previous.get("config", {})):
+        if {k: previous.get(k) for k in key} == key and not model.differences(previous.get("config", {})):
             return pd.read_csv(saved)
     f = s.figure1
     study = ex.preliminary_study(base, data, FIXED, f.train_sizes, f.n_test, s.seeds, f.n_validation, f.max_epochs,
                                  f.patience, f.l2_grid, protocol)
     ex.save_frame(study, folder, f"figure1_runs{suffix}")
-    write_json_atomic(settings_path, {**key, "config": base.resolved().to_dict()})
+    write_json_atomic(settings_path, {**key, "config": model.to_dict()})
     return study
 
 

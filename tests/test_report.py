@@ -12,7 +12,7 @@ from autoemb_core import figures as fg
 from autoemb_core import report as rp
 from autoemb_core import sweep
 from autoemb_core.__main__ import main
-from autoemb_core.config import read_params
+from autoemb_core.config import Config, read_params
 from autoemb_core.stats import CONTRADICTED, REPRODUCED, SMALLER, VERDICTS
 from autoemb_core.train import RunResult
 
@@ -237,3 +237,25 @@ def test_a_later_regime_reuses_the_values_an_earlier_one_tuned_and_competent_sta
     assert (trials.loc[1, "transform"], trials.loc[1, "selection"]) == ("bn-tanh", "mean")
     assert "none was tuned here" in (folder / "competent" / "REPORT.md").read_text() or \
         "uniform (regression) had no tuned values" in (folder / "competent" / "REPORT.md").read_text()
+
+
+def test_figure1_is_reused_where_its_models_are_the_same_runs_and_made_again_where_they_are_not(tmp_path, monkeypatch):
+    """The saved Figure 1 study is keyed by the fixed-d models' own config: competent (which leaves them as tuned)
+    reuses one made without a regime; paper (its rates reach them) and a changed grid make it again."""
+    from autoemb_core.config import Figure1Settings
+    made = []
+
+    def study(base, data, *args, **kwargs):
+        made.append(base.regime)
+        return pd.DataFrame({"method": ["fixed-2"], "seed": [0]})
+    monkeypatch.setattr(ex, "preliminary_study", study)
+    from autoemb_core.data import load_dataset
+    data = load_dataset("synthetic-tiny", max_interactions=500)
+    figure1 = Figure1Settings(train_sizes=(1, 2), protocol="capacity")
+    settings = rp.ReportSettings(Config(dataset="synthetic-tiny", **FAST), tmp_path, seeds=(0, 1), figure1=figure1)
+    for regime in (None, "competent", "paper", None):
+        rp.preliminary(settings, Config(dataset="synthetic-tiny", regime=regime, **FAST), data, tmp_path)
+    assert made == [None, "paper", None]  # competent reused the first; paper's made again, and then None's
+    wider = rp.ReportSettings(settings.base, tmp_path, seeds=(0, 1), figure1=Figure1Settings(train_sizes=(1, 4)))
+    rp.preliminary(wider, settings.base, data, tmp_path)
+    assert made == [None, "paper", None, None]
