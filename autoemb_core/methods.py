@@ -41,8 +41,9 @@ class Method:
     picks). ``space``: the tuning protocol's ranges, None where the method is not tuned (it borrows ``tuned_as``'s
     values, or none). ``nests``: a method this one contains as a special case (its study also starts there).
     ``matches``: the method whose chosen architecture this one matches in a regime that tunes it (FSE normalises its
-    input where AutoEmb's transform keeps a BatchNorm). ``learner``: its learner class (:data:`autoemb_core.train.LEARNERS`). ``paper``: one of the
-    paper's four; ``rival``: a method AutoEmb must beat (its claims)."""
+    input where AutoEmb's transform keeps a BatchNorm). ``learner``: its learner class
+    (:data:`autoemb_core.train.LEARNERS`). ``paper``: one of the paper's four; ``rival``: a method AutoEmb must beat
+    (its claims)."""
 
     name: str
     family: str
