@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import warnings
@@ -95,12 +96,16 @@ def write_streams(folder: Path, n: int = 2_500, users: int = 80, items: int = 15
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A folder laid out like the repository: links to its .venv, notebooks and params, and the streams."""
+    """A folder laid out like the repository: links to its .venv, notebooks and params, copies of the committed
+    reports' tuned.yaml files (a command may name one as --params), and the streams."""
     if not (VENV / "bin" / "activate").is_file():
         pytest.skip(f"no {VENV}: these tests run the commands as the README says, after its `make` set up .venv")
     folder = tmp_path_factory.mktemp("workspace")
     for name in (".venv", "notebooks", "params"):
         (folder / name).symlink_to(ROOT / name)
+    for tuned in (ROOT / "reports").glob("**/tuned.yaml"):
+        (folder / tuned.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tuned, folder / tuned.relative_to(ROOT))
     write_streams(folder / "data")
     return folder
 
