@@ -243,9 +243,14 @@ def _study(cfg: Config, name: str, folder: Path, worker: int, repair: bool = Fal
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", "Fixed parameter .* is out of range", UserWarning)  # the current settings
     seed = int(hashlib.sha256(f"{cfg.task}/{cfg.method}".encode()).hexdigest()[:8], 16) + worker
-    return optuna.create_study(study_name=name, storage=journal(folder / f"{name}.journal", repair=repair),
-                               direction="minimize", load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
-                               pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, STARTUP_TRIALS))
+    study = optuna.create_study(study_name=name, storage=journal(folder / f"{name}.journal", repair=repair),
+                                direction="minimize", load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, STARTUP_TRIALS))
+    state = optuna.trial.TrialState
+    ended = len(study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL)))
+    if ended:  # a resumed study: a sampler seeded as at its start would draw again the points it drew then
+        study.sampler = optuna.samplers.TPESampler(seed=seed + 7919 * ended)
+    return study
 
 
 class _Spare(Exception):

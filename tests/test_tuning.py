@@ -155,6 +155,8 @@ def test_a_tuning_killed_part_way_resumes_without_repeating_trials_and_a_finishe
         if trials[number].state.name != "FAIL":
             assert (trials[number].params, trials[number].value) == (params, value)
     assert f"{10 - len([n for n in before if trials[n].state.name != 'FAIL'])} of 10 trials to go" in again.stderr
+    points = [tuple(sorted(t.params.items())) for t in done]
+    assert len(set(points)) == len(points)  # the resumed sampler drew new points, not the ones drawn before the kill
     tuned = (folder / "tuned.yaml").read_text()
     third = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and "trials to go" not in third.stderr  # finished: reused
