@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "given settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _run_control(p)
-    _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's processes")
+    _scheduler(p, "runs at a time: the local cluster's workers; without a scheduler, the frontier's and Figure 1's "
+               "processes")
     _tuning(p)
     p.set_defaults(func=_report)
     p = sub.add_parser("frontier", help="the memory frontier: online loss against embedding bytes, FRONTIER.md")

@@ -13,8 +13,10 @@ drawn by :mod:`autoemb_core.plots`.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,41 +292,67 @@ def preliminary_study(base: Config, data: Interactions, methods=FIXED,
                       train_sizes=FIGURE1.train_sizes, n_test: int = FIGURE1.n_test, seeds=(0,),
                       n_validation: int = FIGURE1.n_validation, max_epochs: int = FIGURE1.max_epochs,
                       patience: int = FIGURE1.patience, l2_grid=FIGURE1.l2_grid,
-                      protocol: str = "capacity") -> pd.DataFrame:
+                      protocol: str = "capacity", workers: int = 1) -> pd.DataFrame:
     """Figure 1 as a capacity study: for each seed, x and fixed dimension, fresh models trained by
     :func:`fit_until_stop` on every interaction of the other users plus x ratings per study user, one per
     ``embedding_l2`` of ``l2_grid``, early-stopped on the study users' validation ratings; the one with the
     best validation loss is scored on their test ratings (the same budget for every dimension). One row per
     (seed, x, dimension). ``protocol`` paper: the paper's likely protocol instead, ``max_epochs`` epochs with no
     early stopping and no L2 (the validation ratings are still held out, so both protocols train on the same
-    ratings)."""
+    ratings). ``workers`` > 1 trains that many (seed, x, dimension) cells at a time, each in a spawned process
+    with an equal share of this one's threads (or ``base.threads``); every model is seeded alike, so the rows
+    are those of one process."""
     if protocol == "paper":
         l2_grid, patience = (0.0,), None
-    rows = []
-    bar = Bar(len(seeds) * len(train_sizes) * len(methods) * len(l2_grid), "Figure 1 models", "models",
-              disable=not base.progress)
+    cells = []
     for seed in seeds:
         split = preliminary_split(data, n_test, train_sizes, seed, n_validation)
         for x in split.train:
-            positions = split.training(x)
             for method in methods:
-                fits = []
-                for l2 in l2_grid:
-                    # many models on one stream: not worth a checkpoint each
-                    cfg = dataclasses.replace(base, method=method, seed=seed, embedding_l2=float(l2), progress=False,
-                                              checkpoint_dir=None, resume=False)
-                    began = time.perf_counter()
-                    trainer = StreamingTrainer(data, cfg)
-                    fit = fit_until_stop(trainer.learner, trainer.stream, positions, split.validation, split.test,
-                                         max_epochs, patience, seed)
-                    fits.append({**fit, "embedding_l2": float(l2), "seconds": time.perf_counter() - began})
-                    bar.update()
-                best = {**min(fits, key=lambda f: f["validation_loss"]), "seconds": sum(f["seconds"] for f in fits)}
-                rows.append({"method": method, "dimension": cfg.width, "train_size": x, "seed": seed, **best,
-                             "protocol": protocol,
-                             "users": len(split.users), "train_ratings": len(positions), "test_ratings": len(split.test)})
+                cells.append((method, seed, x, split.training(x), split.validation, split.test,
+                              {"users": len(split.users), "test_ratings": len(split.test)}))
+    bar = Bar(len(cells), "Figure 1 models", "models", disable=not base.progress)
+    fit = dict(max_epochs=max_epochs, patience=patience, l2_grid=tuple(l2_grid))
+    base = dataclasses.replace(base, progress=False, checkpoint_dir=None, resume=False)
+    if workers <= 1 or len(cells) <= 1:
+        rows = []
+        for cell in cells:
+            rows.append(_preliminary_cell(base, data, *cell[:6], **fit))
+            bar.update()
+    else:
+        threads = base.threads or max(1, torch.get_num_threads() // workers)
+        with ProcessPoolExecutor(max_workers=min(workers, len(cells)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_preliminary_cell, dataclasses.replace(base, threads=threads), data, *cell[:6],
+                                   **fit) for cell in cells]
+            for future in as_completed(futures):
+                future.result()  # a failed model stops the study here, with its error
+                bar.update()
+            rows = [future.result() for future in futures]
     bar.close()
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**row, "protocol": protocol, "users": cell[6]["users"], "train_ratings": len(cell[3]),
+                          "test_ratings": cell[6]["test_ratings"]} for row, cell in zip(rows, cells)])
+
+
+def _preliminary_cell(base: Config, data: Interactions, method: str, seed: int, x: int, positions: np.ndarray,
+                      validation: np.ndarray, test: np.ndarray, max_epochs: int, patience: int | None,
+                      l2_grid: tuple) -> dict:
+    """One (seed, x, dimension) cell of :func:`preliminary_study`: a model per ``embedding_l2``, the best on
+    validation kept; a function of its arguments alone, so that it runs alike in this process or another."""
+    before, fits = torch.get_num_threads(), []
+    try:
+        torch.set_num_threads(base.threads or before)
+        for l2 in l2_grid:
+            cfg = dataclasses.replace(base, method=method, seed=seed, embedding_l2=float(l2))
+            began = time.perf_counter()
+            trainer = StreamingTrainer(data, cfg)
+            found = fit_until_stop(trainer.learner, trainer.stream, positions, validation, test, max_epochs,
+                                   patience, seed)
+            fits.append({**found, "embedding_l2": float(l2), "seconds": time.perf_counter() - began})
+    finally:
+        torch.set_num_threads(before)
+    best = {**min(fits, key=lambda f: f["validation_loss"]), "seconds": sum(f["seconds"] for f in fits)}
+    return {"method": method, "dimension": cfg.width, "train_size": x, "seed": seed, **best}
 
 
 def crossover(study: pd.DataFrame) -> pd.DataFrame:

@@ -52,7 +52,8 @@ class ReportSettings:
     figure1: Figure1Settings | None = FIGURE1  # Figure 1's capacity study (slowest on a large stream); None: skip
     frontier: bool = False  # the memory frontier (hard selection), on the regression task
     frontier_points: tuple = ()  # its settings (frontier.Point); empty: frontier.points()
-    workers: int = 1  # runs at a time: the local dask cluster's workers, or without a scheduler the frontier's processes
+    workers: int = 1  # runs at a time: the local dask cluster's workers, or without a scheduler the frontier's and
+    # Figure 1's processes
     scheduler: str | None = None  # where the runs go (sweep.execute): None (this process), local or tcp://HOST:PORT
     gpus_per_run: float = 0
     tune_trials: int = tuning.TRIALS  # a method with no tuned values for a task is tuned first, with this many
@@ -446,7 +447,7 @@ def preliminary(s: ReportSettings, base: Config, data: Interactions, folder: Pat
             return pd.read_csv(saved)
     f = s.figure1
     study = ex.preliminary_study(base, data, FIXED, f.train_sizes, f.n_test, s.seeds, f.n_validation, f.max_epochs,
-                                 f.patience, f.l2_grid, protocol)
+                                 f.patience, f.l2_grid, protocol, workers=s.workers if s.scheduler is None else 1)
     ex.save_frame(study, folder, f"figure1_runs{suffix}")
     write_json_atomic(settings_path, {**key, "config": model.to_dict()})
     return study

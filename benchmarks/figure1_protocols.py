@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-epochs", type=int, default=FIGURE1.max_epochs)
     p.add_argument("--max-interactions", type=int, default=None)
     p.add_argument("--task", default="regression")
+    p.add_argument("--workers", type=int, default=1, help="models at a time, each in its own process, one thread")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     f = Figure1Settings(train_sizes=tuple(args.train_sizes), max_epochs=args.max_epochs)
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     studies, claims, tables = [], [], []
     for protocol in f.PROTOCOLS:
         study = ex.preliminary_study(base, data, FIXED, f.train_sizes, f.n_test, args.seeds, f.n_validation,
-                                     f.max_epochs, f.patience, f.l2_grid, protocol)
+                                     f.max_epochs, f.patience, f.l2_grid, protocol, workers=args.workers)
         studies.append(study)
         claims.append(fg.claims_frame(fg.preliminary_claims(study, data.name, args.task)))
         tables.append(ex.crossover(study).reset_index().assign(protocol=protocol))

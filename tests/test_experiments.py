@@ -174,6 +174,22 @@ def test_preliminary_study_trains_every_dimension_at_every_x(tiny):
     assert (study[study.train_size == 4].train_ratings == len(split.training(4))).all()
 
 
+def test_preliminary_study_in_processes_gives_the_rows_of_one_process(tiny):
+    """Figure 1's models in a pool of spawned processes: the same rows, in the same order, bit for bit."""
+    base = Config(**{**FAST, "threads": 1})
+    args = dict(train_sizes=(2, 4), n_test=3, seeds=[0, 1], n_validation=2, max_epochs=3, l2_grid=(0.0, 1e-3))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inline = ex.preliminary_study(base, tiny, ["fixed-2", "fixed-16"], **args)
+        assert torch.get_num_threads() == 2  # the models ran on base.threads; the caller's count is restored
+    finally:
+        torch.set_num_threads(before)
+    pooled = ex.preliminary_study(base, tiny, ["fixed-2", "fixed-16"], workers=2, **args)
+    assert len(inline) == 8 and inline.loss.nunique() > 1
+    pd.testing.assert_frame_equal(inline.drop(columns="seconds"), pooled.drop(columns="seconds"), check_exact=True)
+
+
 def study_frame(losses):
     """losses: {dimension: [loss at x = 1, 2, 4]}"""
     return pd.DataFrame([dict(dimension=d, train_size=x, seed=0, loss=loss, accuracy=1 - loss)
