@@ -292,7 +292,8 @@ def preliminary_study(base: Config, data: Interactions, methods=FIXED,
                       train_sizes=FIGURE1.train_sizes, n_test: int = FIGURE1.n_test, seeds=(0,),
                       n_validation: int = FIGURE1.n_validation, max_epochs: int = FIGURE1.max_epochs,
                       patience: int = FIGURE1.patience, l2_grid=FIGURE1.l2_grid,
-                      protocol: str = "capacity", workers: int = 1) -> pd.DataFrame:
+                      protocol: str = "capacity", workers: int = 1, done: pd.DataFrame | None = None,
+                      checkpoint=None) -> pd.DataFrame:
     """Figure 1 as a capacity study: for each seed, x and fixed dimension, fresh models trained by
     :func:`fit_until_stop` on every interaction of the other users plus x ratings per study user, one per
     ``embedding_l2`` of ``l2_grid``, early-stopped on the study users' validation ratings; the one with the
@@ -301,7 +302,9 @@ def preliminary_study(base: Config, data: Interactions, methods=FIXED,
     early stopping and no L2 (the validation ratings are still held out, so both protocols train on the same
     ratings). ``workers`` > 1 trains that many (seed, x, dimension) cells at a time, each in a spawned process
     with an equal share of this one's threads (or ``base.threads``); every model is seeded alike, so the rows
-    are those of one process."""
+    are those of one process. ``done``: rows of an earlier, unfinished study with these settings, whose cells are
+    not trained again; ``checkpoint(frame)`` is called with the rows finished so far after each cell (so that a
+    killed study resumes)."""
     if protocol == "paper":
         l2_grid, patience = (0.0,), None
     cells = []
@@ -311,27 +314,35 @@ def preliminary_study(base: Config, data: Interactions, methods=FIXED,
             for method in methods:
                 cells.append((method, seed, x, split.training(x), split.validation, split.test,
                               {"users": len(split.users), "test_ratings": len(split.test)}))
-    bar = Bar(len(cells), "Figure 1 models", "models", disable=not base.progress)
+    saved = {} if done is None else {(r["method"], int(r["seed"]), int(r["train_size"])): r
+                                     for r in done.to_dict("records")}
+    rows = [saved.get((cell[0], cell[1], int(cell[2]))) for cell in cells]
+    todo = [i for i, row in enumerate(rows) if row is None]
+    bar = Bar(len(cells), "Figure 1 models", "models", initial=len(cells) - len(todo), disable=not base.progress)
     fit = dict(max_epochs=max_epochs, patience=patience, l2_grid=tuple(l2_grid))
     base = dataclasses.replace(base, progress=False, checkpoint_dir=None, resume=False)
-    if workers <= 1 or len(cells) <= 1:
-        rows = []
-        for cell in cells:
-            rows.append(_preliminary_cell(base, data, *cell[:6], **fit))
-            bar.update()
+
+    def finished(i: int, row: dict) -> None:
+        cell = cells[i]
+        rows[i] = {**row, "protocol": protocol, "users": cell[6]["users"], "train_ratings": len(cell[3]),
+                   "test_ratings": cell[6]["test_ratings"]}
+        bar.update()
+        if checkpoint is not None:
+            checkpoint(pd.DataFrame([r for r in rows if r is not None]))
+
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            finished(i, _preliminary_cell(base, data, *cells[i][:6], **fit))
     else:
         threads = base.threads or max(1, torch.get_num_threads() // workers)
-        with ProcessPoolExecutor(max_workers=min(workers, len(cells)),
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_preliminary_cell, dataclasses.replace(base, threads=threads), data, *cell[:6],
-                                   **fit) for cell in cells]
+            futures = {pool.submit(_preliminary_cell, dataclasses.replace(base, threads=threads), data,
+                                   *cells[i][:6], **fit): i for i in todo}
             for future in as_completed(futures):
-                future.result()  # a failed model stops the study here, with its error
-                bar.update()
-            rows = [future.result() for future in futures]
+                finished(futures[future], future.result())  # a failed model stops the study, with its error
     bar.close()
-    return pd.DataFrame([{**row, "protocol": protocol, "users": cell[6]["users"], "train_ratings": len(cell[3]),
-                          "test_ratings": cell[6]["test_ratings"]} for row, cell in zip(rows, cells)])
+    return pd.DataFrame(rows)
 
 
 def _preliminary_cell(base: Config, data: Interactions, method: str, seed: int, x: int, positions: np.ndarray,

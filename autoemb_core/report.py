@@ -436,20 +436,33 @@ def preliminary(s: ReportSettings, base: Config, data: Interactions, folder: Pat
     """Figure 1's capacity study under ``protocol``, reusing ``figure1_runs.csv`` (``figure1_runs_paper.csv``)
     when it was made with the same settings: the grid, and the fixed-d models' run config, compared as
     :meth:`Config.differences` compares it (so a regime that leaves them as tuned, competent, reuses a study
-    made without one)."""
+    made without one). Until the study ends, its finished models are kept in ``figure1_runs.partial.csv``: a
+    killed report resumes it there."""
     key = {"interactions": len(data), "seeds": list(s.seeds), **s.figure1_settings(), "protocol": protocol}
     suffix = "_paper" if protocol == "paper" else ""
-    saved, settings_path = folder / f"figure1_runs{suffix}.csv", folder / f"figure1_settings{suffix}.json"
+    name, settings_path = f"figure1_runs{suffix}", folder / f"figure1_settings{suffix}.json"
+    partial, partial_settings = f"{name}.partial", folder / f"figure1_settings{suffix}.partial.json"
     model = dataclasses.replace(base, method=FIXED[0]).resolved()
-    if saved.is_file() and settings_path.is_file():
-        previous = {"protocol": "capacity", **json.loads(settings_path.read_text())}  # saved before protocols
-        if {k: previous.get(k) for k in key} == key and not model.differences(previous.get("config", {})):
-            return pd.read_csv(saved)
+
+    def same(settings: Path) -> bool:
+        if not settings.is_file():
+            return False
+        previous = {"protocol": "capacity", **json.loads(settings.read_text())}  # saved before protocols
+        return {k: previous.get(k) for k in key} == key and not model.differences(previous.get("config", {}))
+
+    if (folder / f"{name}.csv").is_file() and same(settings_path):
+        return pd.read_csv(folder / f"{name}.csv")
+    done = pd.read_csv(folder / f"{partial}.csv") \
+        if (folder / f"{partial}.csv").is_file() and same(partial_settings) else None
+    write_json_atomic(partial_settings, {**key, "config": model.to_dict()})  # a killed study resumes from its rows
     f = s.figure1
     study = ex.preliminary_study(base, data, FIXED, f.train_sizes, f.n_test, s.seeds, f.n_validation, f.max_epochs,
-                                 f.patience, f.l2_grid, protocol, workers=s.workers if s.scheduler is None else 1)
-    ex.save_frame(study, folder, f"figure1_runs{suffix}")
+                                 f.patience, f.l2_grid, protocol, workers=s.workers if s.scheduler is None else 1,
+                                 done=done, checkpoint=lambda rows: ex.save_frame(rows, folder, partial))
+    ex.save_frame(study, folder, name)
     write_json_atomic(settings_path, {**key, "config": model.to_dict()})
+    (folder / f"{partial}.csv").unlink(missing_ok=True)
+    partial_settings.unlink(missing_ok=True)
     return study
 
 

@@ -239,6 +239,40 @@ def test_a_later_regime_reuses_the_values_an_earlier_one_tuned_and_competent_sta
         "uniform (regression) had no tuned values" in (folder / "competent" / "REPORT.md").read_text()
 
 
+def test_a_killed_figure1_study_resumes_from_its_finished_models(tmp_path, monkeypatch):
+    """A report killed during Figure 1 keeps the models it finished (figure1_runs.partial.csv); run again, it
+    trains only the others, and the study equals one made without a stop."""
+    from autoemb_core.config import Figure1Settings
+    from autoemb_core.data import load_dataset
+    data = load_dataset("synthetic-tiny", max_interactions=1500)
+    base = Config(dataset="synthetic-tiny", **FAST)
+    settings = rp.ReportSettings(base, tmp_path, seeds=(0, 1), figure1=Figure1Settings(
+        train_sizes=(1, 2), n_test=2, n_validation=1, max_epochs=2, protocol="capacity"))
+    whole = rp.preliminary(settings, base, data, tmp_path / "whole")
+    assert len(whole) == 2 * 2 * 3 and not list((tmp_path / "whole").glob("*partial*"))
+
+    real, trained = ex._preliminary_cell, []
+
+    def killed_after(n):
+        def cell(*args, **kwargs):
+            if len(trained) == n:
+                raise KeyboardInterrupt
+            trained.append(args[2:5])
+            return real(*args, **kwargs)
+        return cell
+    monkeypatch.setattr(ex, "_preliminary_cell", killed_after(5))
+    with pytest.raises(KeyboardInterrupt):
+        rp.preliminary(settings, base, data, tmp_path / "killed")
+    assert len(pd.read_csv(tmp_path / "killed" / "figure1_runs.partial.csv")) == 5
+    first = list(trained)
+    monkeypatch.setattr(ex, "_preliminary_cell", killed_after(len(whole)))
+    trained.clear()
+    resumed = rp.preliminary(settings, base, data, tmp_path / "killed")
+    assert len(trained) == len(whole) - 5 and not set(trained) & set(first)
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), whole.drop(columns="seconds"), check_exact=True)
+    assert not list((tmp_path / "killed").glob("*partial*"))
+
+
 def test_figure1_is_reused_where_its_models_are_the_same_runs_and_made_again_where_they_are_not(tmp_path, monkeypatch):
     """The saved Figure 1 study is keyed by the fixed-d models' own config: competent (which leaves them as tuned)
     reuses one made without a regime; paper (its rates reach them) and a changed grid make it again."""
