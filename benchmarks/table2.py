@@ -45,20 +45,26 @@ def floor_table(runs: pd.DataFrame, reference: str = "biases") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def gap_table(folder: Path, data, reference: str = "biases", batch_size: int = 500,
+def run_names(runs: pd.DataFrame) -> set[str]:
+    """The run folders of this table: a shared --results-dir may hold other tasks', methods' or seeds' runs."""
+    return {f"{r.task}-{r.method}-seed{r.seed}" for r in runs.itertuples()}
+
+
+def gap_table(folder: Path, data, names: set[str], reference: str = "biases", batch_size: int = 500,
               offline_fraction: float = 0.7) -> pd.DataFrame:
     """Where each method's online loss differs from ``reference``'s, per sample and paired by seed: the mean
     difference by the user's popularity before the batch (log2 bucket) and by how many samples of its batch the
-    user has (the share of the batch's step its row gets). Below 0: the method is better there."""
+    user has (the share of the batch's step its row gets), over the runs ``names``. Below 0: the method is better
+    there."""
     from autoemb_core.stream import in_batch_counts, make_batches
     batches = make_batches(len(data), batch_size, offline_fraction)
     in_batch = in_batch_counts(data.user, batches)[batches.split:]
     bucket = lambda v, edges, names: pd.cut(v, edges, right=False, labels=names)  # noqa: E731
     frames = []
-    for path in sorted(folder.glob(f"*-{reference}-seed*/samples.parquet")):
+    for path in sorted(p for p in folder.glob(f"*-{reference}-seed*/samples.parquet") if p.parent.name in names):
         task, seed = path.parent.name.split("-")[0], path.parent.name.rsplit("seed", 1)[1]
         base = pd.read_parquet(path)
-        for other in sorted(folder.glob(f"{task}-*-seed{seed}/samples.parquet")):
+        for other in sorted(p for p in folder.glob(f"{task}-*-seed{seed}/samples.parquet") if p.parent.name in names):
             method = other.parent.name[len(task) + 1:-len(f"-seed{seed}")]
             if method == reference:
                 continue
@@ -80,13 +86,14 @@ def gap_table(folder: Path, data, reference: str = "biases", batch_size: int = 5
     return table
 
 
-def weight_movement(folder: Path, method: str = "darts") -> pd.DataFrame:
-    """Mean |w - 1/N| of ``method``'s recorded weights, by log2 popularity bucket, side and task."""
+def weight_movement(folder: Path, names: set[str], method: str = "darts") -> pd.DataFrame:
+    """Mean |w - 1/N| of ``method``'s recorded weights, by log2 popularity bucket, side and task, over the runs
+    ``names``."""
     frames = []
-    for path in sorted(folder.glob(f"*-{method}-seed*/alphas.parquet")):
+    for path in sorted(p for p in folder.glob(f"*-{method}-seed*/alphas.parquet") if p.parent.name in names):
         alphas = pd.read_parquet(path)
         columns = [c for c in alphas.columns if c.startswith("w")]
-        alphas["moved"] = (alphas[columns] - 1 / len(columns)).abs().mean(1)
+        alphas["moved"] = (alphas[columns] - 1 / len(columns)).abs().mean(axis=1)
         alphas["bucket"] = "2^" + np.floor(np.log2(1 + alphas["popularity"])).astype(int).astype(str)
         alphas["task"] = path.parent.name.split("-")[0]
         frames.append(alphas)
@@ -123,8 +130,8 @@ def main(argv=None) -> int:
     runs = compare(base, args.methods, args.tasks, args.seeds, results_dir=folder / "runs", reuse=args.reuse)
     if not args.reuse:
         runs.to_csv(folder / "runs.csv", index=False)
-    ratios = []
-    for path in sorted((folder / "runs").glob("*/summary.json")):
+    ratios, names = [], run_names(runs)
+    for path in sorted(p for p in (folder / "runs").glob("*/summary.json") if p.parent.name in names):
         s = json.loads(path.read_text())
         if s.get("hypergradient_second_order_ratio") is not None:
             ratios.append({"task": s["task"], "method": s["method"], "seed": s["seed"],
@@ -132,10 +139,10 @@ def main(argv=None) -> int:
     ratios = pd.DataFrame(ratios)
     table = paper_table(overall_table(runs))
     floor = floor_table(runs)
-    moved = weight_movement(folder / "runs")
+    moved = weight_movement(folder / "runs", names)
     from autoemb_core.data import load_dataset
     data = load_dataset(base.dataset, base.data_dir, max_interactions=base.max_interactions)
-    gaps = gap_table(folder / "runs", data, batch_size=base.batch_size, offline_fraction=base.offline_fraction)
+    gaps = gap_table(folder / "runs", data, names, batch_size=base.batch_size, offline_fraction=base.offline_fraction)
     import torch
     lines = [f"# Table 2 on {args.dataset}: every method and control, tuned alike",
              "", f"Command: `python benchmarks/table2.py --dataset {args.dataset} --seeds {' '.join(map(str, args.seeds))}"
