@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -311,45 +312,55 @@ def preliminary_study(base: Config, data: Interactions, methods=FIXED,
     for seed in seeds:
         split = preliminary_split(data, n_test, train_sizes, seed, n_validation)
         for x in split.train:
-            for method in methods:
-                cells.append((method, seed, x, split.training(x), split.validation, split.test,
-                              {"users": len(split.users), "test_ratings": len(split.test)}))
+            cells += [(_ModelCell(method, seed, int(x), split.training(x), split.validation, split.test),
+                       len(split.users)) for method in methods]
     saved = {} if done is None else {(r["method"], int(r["seed"]), int(r["train_size"])): r
                                      for r in done.to_dict("records")}
-    rows = [saved.get((cell[0], cell[1], int(cell[2]))) for cell in cells]
+    rows = [saved.get(cell[:3]) for cell, _ in cells]
     todo = [i for i, row in enumerate(rows) if row is None]
     bar = Bar(len(cells), "Figure 1 models", "models", initial=len(cells) - len(todo), disable=not base.progress)
     fit = dict(max_epochs=max_epochs, patience=patience, l2_grid=tuple(l2_grid))
     base = dataclasses.replace(base, progress=False, checkpoint_dir=None, resume=False)
 
     def finished(i: int, row: dict) -> None:
-        cell = cells[i]
-        rows[i] = {**row, "protocol": protocol, "users": cell[6]["users"], "train_ratings": len(cell[3]),
-                   "test_ratings": cell[6]["test_ratings"]}
+        cell, users = cells[i]
+        rows[i] = {**row, "protocol": protocol, "users": users, "train_ratings": len(cell.positions),
+                   "test_ratings": len(cell.test)}
         bar.update()
         if checkpoint is not None:
             checkpoint(pd.DataFrame([r for r in rows if r is not None]))
 
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
-            finished(i, _preliminary_cell(base, data, *cells[i][:6], **fit))
+            finished(i, _preliminary_cell(base, data, cells[i][0], **fit))
     else:
         threads = base.threads or max(1, torch.get_num_threads() // workers)
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_preliminary_cell, dataclasses.replace(base, threads=threads), data,
-                                   *cells[i][:6], **fit): i for i in todo}
+            futures = {pool.submit(_preliminary_cell, dataclasses.replace(base, threads=threads), data, cells[i][0],
+                                   **fit): i for i in todo}
             for future in as_completed(futures):
                 finished(futures[future], future.result())  # a failed model stops the study, with its error
     bar.close()
     return pd.DataFrame(rows)
 
 
-def _preliminary_cell(base: Config, data: Interactions, method: str, seed: int, x: int, positions: np.ndarray,
-                      validation: np.ndarray, test: np.ndarray, max_epochs: int, patience: int | None,
+class _ModelCell(NamedTuple):
+    """One (seed, x, dimension) cell of :func:`preliminary_study`, as stream positions."""
+
+    method: str
+    seed: int
+    x: int
+    positions: np.ndarray  # what it trains on
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def _preliminary_cell(base: Config, data: Interactions, cell: _ModelCell, max_epochs: int, patience: int | None,
                       l2_grid: tuple) -> dict:
-    """One (seed, x, dimension) cell of :func:`preliminary_study`: a model per ``embedding_l2``, the best on
-    validation kept; a function of its arguments alone, so that it runs alike in this process or another."""
+    """One cell of :func:`preliminary_study`: a model per ``embedding_l2``, the best on validation kept; a
+    function of its arguments alone, so that it runs alike in this process or another."""
+    method, seed, x, positions, validation, test = cell
     before, fits = torch.get_num_threads(), []
     try:
         torch.set_num_threads(base.threads or before)

@@ -257,7 +257,7 @@ def test_a_killed_figure1_study_resumes_from_its_finished_models(tmp_path, monke
         def cell(*args, **kwargs):
             if len(trained) == n:
                 raise KeyboardInterrupt
-            trained.append(args[2:5])
+            trained.append(args[2][:3])  # (method, seed, x)
             return real(*args, **kwargs)
         return cell
     monkeypatch.setattr(ex, "_preliminary_cell", killed_after(5))
